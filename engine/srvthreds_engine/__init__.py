@@ -1,0 +1,1 @@
+"""SrvThreds engine: the pattern-compatible thred engine, its agents and HTTP API."""

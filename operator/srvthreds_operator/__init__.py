@@ -1,0 +1,1 @@
+"""SrvThreds operator: reconciles SrvThredsCluster resources into a running deployment."""
