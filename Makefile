@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: help install tools lint fmt typecheck test test-unit test-integration run run-engine \
-        crds docs bench cluster-up cluster-down chart-lint manifests clean
+        crds golden docs bench cluster-up cluster-down chart-lint manifests clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -47,8 +47,15 @@ test-integration: $(STAMP) tools ## Integration tests against the local control 
 
 test: lint test-unit test-integration ## Everything: lint, unit and integration tests
 
-crds: $(STAMP) ## Regenerate crds/ (and the chart's copy) from the pydantic models
+crds: $(STAMP) ## Regenerate crds/, the chart's and manifests' copies, and the CRD reference doc
 	$(BIN)/srvthreds-operator crds --output crds/
+	$(BIN)/srvthreds-operator reference-doc --output docs/operator/crd-reference.md
+	hack/sync-crds.sh
+
+golden: $(STAMP) ## Regenerate the operator's golden renders of the samples
+	for s in minimal production external-brokers; do \
+	  $(BIN)/srvthreds-operator render -f manifests/samples/$$s.yaml > tests/srvthreds_operator/golden/$$s.yaml; \
+	done
 
 cluster-up: $(STAMP) tools ## Start the local control plane (kubeconfig: .cluster/kubeconfig)
 	$(BIN)/python -m tests.cluster up
@@ -63,7 +70,7 @@ run-engine: $(STAMP) ## The engine in embedded single-process mode with the demo
 	$(BIN)/srvthreds-engine run --profile engine/profiles/demo
 
 bench: $(STAMP) tools ## Benchmarks; figures written to BENCHMARKS.md
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m tests.bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cluster
