@@ -74,3 +74,9 @@ bench: $(STAMP) tools ## Benchmarks; figures written to BENCHMARKS.md
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .cluster
+
+chart-lint: $(STAMP) tools ## helm lint + helm template of the operator chart
+	$(BIN)/pytest tests/delivery/test_chart.py -m integration
+
+manifests: $(STAMP) ## Render the kustomize base
+	$(BIN)/kubectl kustomize manifests/base

@@ -15,7 +15,7 @@ Manifest = dict[str, Any]
 
 APP_PORT = 3001
 SESSION_PORT = 3000
-APP_UID = 1001
+APP_UID = 10001  # the uid the Dockerfile creates
 
 DEFAULT_APP_RESOURCES: Mapping[str, Mapping[str, Mapping[str, str]]] = {
     "engine": {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"memory": "512Mi"}},

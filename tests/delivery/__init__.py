@@ -1,0 +1,1 @@
+"""Tests of the delivery files: Dockerfile, compose stack, Helm chart, manifests, CI, monitoring."""
