@@ -10,7 +10,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: help install tools lint fmt typecheck test test-unit test-integration run run-engine \
-        crds golden docs bench cluster-up cluster-down chart-lint manifests clean
+        crds golden schema docs bench cluster-up cluster-down chart-lint manifests clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -51,6 +51,9 @@ crds: $(STAMP) ## Regenerate crds/, the chart's and manifests' copies, and the C
 	$(BIN)/srvthreds-operator crds --output crds/
 	$(BIN)/srvthreds-operator reference-doc --output docs/operator/crd-reference.md
 	hack/sync-crds.sh
+
+schema: $(STAMP) ## Regenerate engine/schemas/pattern.schema.json
+	$(BIN)/srvthreds-engine schema --output engine/schemas/pattern.schema.json
 
 golden: $(STAMP) ## Regenerate the operator's golden renders of the samples
 	for s in minimal production external-brokers; do \

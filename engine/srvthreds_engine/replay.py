@@ -1,0 +1,138 @@
+"""`srvthreds-engine replay`: run the engine over a JSON Lines script with a virtual clock."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
+
+import pydantic
+
+from srvthreds_engine.addresses import AddressBook, ResolverConfig, SessionsModel
+from srvthreds_engine.clock import VirtualClock
+from srvthreds_engine.config_files import json_path
+from srvthreds_engine.engine import Engine
+from srvthreds_engine.events import Event
+from srvthreds_engine.memory import ListDispatcher, MemoryPersistence, MemoryStorage
+from srvthreds_engine.patterns import Pattern
+from srvthreds_engine.ports import Session
+
+ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
+ADVANCE = "$advance_ms"
+SESSION = "$session"
+LOG_KEYS = ("type", "eventId", "thredId", "fromReaction", "toReaction")
+# The stored shape of the contract; display meta is part of the public view only.
+HIDDEN_THRED_KEYS = ("meta",)
+
+
+class ReplayInputError(ValueError):
+    """An input line that cannot be used: names the input and the line (and JSON path)."""
+
+
+class SessionDirective(pydantic.BaseModel):
+    """`{"$session": {...}}`: a live session for a participant."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    participantId: str = pydantic.Field(min_length=1)  # noqa: N815 - the contract's key
+    nodeId: str = pydantic.Field(default="org.wt.session", min_length=1)  # noqa: N815
+    roles: list[str] = pydantic.Field(default_factory=list)
+
+
+class Replay:
+    """One engine with in-memory ports and a virtual clock, driven line by line."""
+
+    def __init__(
+        self,
+        patterns: Sequence[Pattern],
+        *,
+        sessions_model: SessionsModel | None = None,
+        resolver_config: ResolverConfig | None = None,
+    ) -> None:
+        self.clock = VirtualClock()
+        self.storage = MemoryStorage()
+        self.persistence = MemoryPersistence()
+        self.dispatcher = ListDispatcher()
+        self.engine = Engine(
+            patterns=patterns,
+            address_book=AddressBook(sessions_model, resolver_config=resolver_config),
+            storage=self.storage,
+            sessions=self.storage,
+            persistence=self.persistence,
+            dispatcher=self.dispatcher,
+            clock=self.clock,
+        )
+
+    async def step(self, line: Any, *, where: str = "input") -> dict[str, Any]:
+        """Apply one parsed input line; returns its output record."""
+        # Messages and log records are reported once, then dropped, so long runs stay small.
+        self.dispatcher.messages.clear()
+        self.persistence.log.clear()
+        archived_before = len(self.persistence.archive)
+        await self._apply(line, where=where)
+        return {
+            "input": line,
+            "messages": [message.to_dict() for message in self.dispatcher.messages],
+            "threds": self.storage.stored_threds(without=HIDDEN_THRED_KEYS),
+            "archived": [record["thred"] for record in self.persistence.archive[archived_before:]],
+            "log": [
+                {key: record[key] for key in LOG_KEYS if key in record}
+                for record in self.persistence.log
+            ],
+        }
+
+    async def _apply(self, line: Any, *, where: str) -> None:
+        if isinstance(line, dict) and ADVANCE in line:
+            milliseconds = line[ADVANCE]
+            if (
+                isinstance(milliseconds, bool)
+                or not isinstance(milliseconds, int)
+                or milliseconds < 0
+            ):
+                raise ReplayInputError(f"{where}: {ADVANCE}: must be a non-negative integer")
+            self.clock.advance(milliseconds)
+            await self.engine.fire_due_timers()
+        elif isinstance(line, dict) and SESSION in line:
+            directive = _validated(SessionDirective, line[SESSION], where=f"{where}: {SESSION}")
+            await self.storage.add_session(
+                Session(
+                    participant_id=directive.participantId,
+                    node_id=directive.nodeId,
+                    roles=list(directive.roles),
+                )
+            )
+        else:
+            await self.engine.process(_validated(Event, line, where=where))
+
+
+def _validated(model: type[ModelT], value: Any, *, where: str) -> ModelT:
+    try:
+        return model.model_validate(value)
+    except pydantic.ValidationError as exc:
+        error = exc.errors()[0]
+        raise ReplayInputError(
+            f"{where}: {json_path(tuple(error['loc']))}: {error['msg']}"
+        ) from exc
+
+
+async def run_replay(
+    replay: Replay, *, source: TextIO, sink: TextIO, source_name: str = "input"
+) -> None:
+    """Read one line, process it, write and flush its output line, repeat."""
+    for number, raw in enumerate(iter(source.readline, ""), start=1):
+        if not raw.strip():
+            continue
+        where = f"{source_name}: line {number}"
+        try:
+            line = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ReplayInputError(f"{where}: not JSON: {exc.msg} (column {exc.colno})") from exc
+        record = await replay.step(line, where=where)
+        sink.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
+        sink.flush()
+
+
+def input_name(path: Path | None) -> str:
+    """How error messages name the input."""
+    return "stdin" if path is None else str(path)
