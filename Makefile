@@ -10,12 +10,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: help install tools lint fmt typecheck test test-unit test-integration run run-engine \
-        crds golden schema docs bench cluster-up cluster-down chart-lint manifests clean
+        crds golden schema docs bench cluster-up cluster-status cluster-down chart-lint manifests clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
+	@command -v openssl >/dev/null || (apt-get update -qq && apt-get install -y -qq openssl)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade 'pip>=25.1'
 	$(BIN)/pip install --quiet -e '.[operator,engine]' --group dev
@@ -61,13 +62,16 @@ golden: $(STAMP) ## Regenerate the operator's golden renders of the samples
 	done
 
 cluster-up: $(STAMP) tools ## Start the local control plane (kubeconfig: .cluster/kubeconfig)
-	$(BIN)/python -m tests.cluster up
+	$(BIN)/python -m tests.localcluster up
+
+cluster-status: $(STAMP) ## Show the local control plane's processes and health
+	$(BIN)/python -m tests.localcluster status
 
 cluster-down: $(STAMP) ## Stop the local control plane
-	$(BIN)/python -m tests.cluster down
+	$(BIN)/python -m tests.localcluster down
 
 run: $(STAMP) tools ## Local control plane + CRDs + operator + the minimal sample, until Ctrl-C
-	$(BIN)/python -m tests.cluster run-demo
+	$(BIN)/python -m tests.localcluster run-demo
 
 run-engine: $(STAMP) ## The engine in embedded single-process mode with the demo profile
 	$(BIN)/srvthreds-engine run --profile engine/profiles/demo

@@ -119,7 +119,30 @@ go_install() {
   log "$comp v$ver: built in $((SECONDS - start)) s into $out"
 }
 
-build_kwok() { go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok kwok; }
+# kwok v0.8.0 has no built-in stages (it exits with "no stages found"): the harness passes the
+# fast node/pod stages, which ship as YAML inside the kwok module. Copy them next to the binary
+# so they survive a cleaned GOMODCACHE; `go mod download` fetches the module when only a
+# prebuilt kwok binary (KUBEBUILDER_ASSETS) exists.
+KWOK_STAGES=(node/fast/node-initialize.yaml node/heartbeat-with-lease/node-heartbeat-with-lease.yaml
+             pod/fast/pod-ready.yaml pod/fast/pod-complete.yaml pod/fast/pod-delete.yaml)
+
+install_kwok_stages() {
+  local dest="$CACHE/kwok/$KWOK_VERSION/stages" stage missing=0 dir
+  for stage in "${KWOK_STAGES[@]}"; do [[ -f "$dest/$stage" ]] || missing=1; done
+  [[ $missing == 1 ]] || return 0
+  dir="$(cd "$(mktemp -d)" && go mod download -json "sigs.k8s.io/kwok@v$KWOK_VERSION" \
+         | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
+  for stage in "${KWOK_STAGES[@]}"; do
+    mkdir -p "$(dirname "$dest/$stage")"
+    install -m 0644 "$dir/kustomize/stage/$stage" "$dest/$stage"
+  done
+  log "kwok v$KWOK_VERSION: stages copied into $dest"
+}
+
+build_kwok() {
+  go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok kwok
+  install_kwok_stages
+}
 
 build_helm() {
   go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm helm \
