@@ -40,7 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     schema.add_argument("--output", type=Path, metavar="FILE")
 
     run = commands.add_parser("run", help="single-process engine with the HTTP API")
-    run.add_argument("--profile", required=True, type=Path, metavar="DIR")
+    run.add_argument(
+        "--profile", type=Path, metavar="DIR", help="profile folder (default: $PROFILE_DIR)"
+    )
     run.add_argument("--host")
     run.add_argument("--port", type=int)
     return parser

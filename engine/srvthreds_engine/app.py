@@ -1,0 +1,492 @@
+"""Composition root of the embedded single-process mode: engine, in-memory ports, queue, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import logging
+import signal
+import sys
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pydantic
+from aiohttp import web
+
+from srvthreds_engine.addresses import ResolverConfig, SessionsModel
+from srvthreds_engine.clock import SystemClock
+from srvthreds_engine.config_files import ConfigFileError, read_model
+from srvthreds_engine.engine import Engine
+from srvthreds_engine.errors import PatternError
+from srvthreds_engine.events import Event, OutboundMessage
+from srvthreds_engine.http import QueueFullError, ThredStatus, build_http_app
+from srvthreds_engine.logging import configure_logging, flush_logging
+from srvthreds_engine.memory import MemoryPersistence, MemoryStorage
+from srvthreds_engine.metrics import EngineMetrics, PrometheusObserver
+from srvthreds_engine.patterns import Pattern, load_patterns
+from srvthreds_engine.ports import Clock
+from srvthreds_engine.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger(__name__)
+
+EVENTS_QUEUE = "events"
+TASK_STOP_SECONDS = 5.0
+Config = TypeVar("Config", bound=pydantic.BaseModel)
+
+
+class ProfileError(ValueError):
+    """A profile folder or one of its files is missing or invalid; the message says where."""
+
+
+class EngineConfig(pydantic.BaseModel):
+    """The profile's optional `engine.json`."""
+
+    model_config = pydantic.ConfigDict(extra="allow", frozen=True)
+
+    synchronousMode: bool = True  # noqa: N815 - the config key
+    eventShutdownTimeout: int | None = pydantic.Field(default=None, ge=0)  # noqa: N815 - ms
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """Everything a profile folder configures."""
+
+    directory: Path
+    patterns: list[Pattern]
+    sessions_model: SessionsModel
+    resolver_config: ResolverConfig
+    engine_config: EngineConfig
+
+
+def load_profile(profile_dir: Path) -> Profile:
+    """Read `patterns/`, `sessions_model.json`, `resolver_config.json` and `engine.json`."""
+    if not profile_dir.is_dir():
+        raise ProfileError(f"{profile_dir}: not a profile folder")
+    patterns_dir = profile_dir / "patterns"
+    if not patterns_dir.is_dir():
+        raise ProfileError(f"{patterns_dir}: the profile has no patterns folder")
+    try:
+        patterns = load_patterns([patterns_dir])
+    except PatternError as exc:
+        raise ProfileError(str(exc)) from None
+    if not patterns:
+        raise ProfileError(f"{patterns_dir}: no *.json pattern files")
+    return Profile(
+        directory=profile_dir,
+        patterns=patterns,
+        sessions_model=_read_config(profile_dir / "sessions_model.json", SessionsModel),
+        resolver_config=_read_config(profile_dir / "resolver_config.json", ResolverConfig),
+        engine_config=_read_config(profile_dir / "engine.json", EngineConfig),
+    )
+
+
+def _read_config(path: Path, model: type[Config]) -> Config:
+    """A JSON config file validated by `model`; a missing file means the model's defaults."""
+    if not path.exists():
+        return model()
+    try:
+        return read_model(path, model=model)
+    except ConfigFileError as exc:
+        raise ProfileError(str(exc)) from None
+
+
+class RecentMessages:
+    """The outbound dispatcher of the embedded mode: logs each message and keeps the last N."""
+
+    def __init__(self, *, keep: int, metrics: EngineMetrics) -> None:
+        self._kept: deque[dict[str, Any]] = deque(maxlen=keep)
+        self._metrics = metrics
+
+    async def dispatch(self, message: OutboundMessage) -> None:
+        """Log and keep one message (there is no transport in the embedded mode)."""
+        event = message.event
+        title = (event.get("data") or {}).get("title")
+        log.info(
+            "message dispatched",
+            extra={
+                "eventId": event.get("id"),
+                "thredId": event.get("thredId"),
+                "to": message.to,
+                "title": title,
+            },
+        )
+        self._metrics.messages_dispatched.inc()
+        if self._kept.maxlen:
+            self._kept.append(message.to_dict())
+
+    def recent(self) -> list[dict[str, Any]]:
+        """The kept messages, oldest first."""
+        return list(self._kept)
+
+
+class BoundedMemoryPersistence(MemoryPersistence):
+    """In-memory persistence that keeps only the newest records of each kind.
+
+    A long-running embedded engine would otherwise grow without bound, and Python's full
+    garbage collections, which scan every record, would grow into pauses of 100 ms and more.
+    """
+
+    def __init__(self, *, keep: int) -> None:
+        super().__init__()
+        self._keep = keep
+
+    async def save_event(self, event: dict[str, Any], *, thred_id: str | None) -> None:
+        """Record an event, forgetting the oldest records beyond the limit."""
+        await super().save_event(event, thred_id=thred_id)
+        self._trim_events()
+
+    async def set_event_to(self, event_id: str, *, to: list[str]) -> None:
+        """Record an outbound event's recipients, forgetting the oldest records."""
+        await super().set_event_to(event_id, to=to)
+        self._trim_events()
+
+    async def add_log(self, record: dict[str, Any]) -> None:
+        """Append a thred log record, forgetting the oldest beyond the limit."""
+        await super().add_log(record)
+        if len(self.log) > self._keep:
+            del self.log[: len(self.log) - self._keep]
+
+    async def archive_thred(self, view: dict[str, Any]) -> None:
+        """Archive a thred view, forgetting the oldest beyond the limit."""
+        await super().archive_thred(view)
+        if len(self.archive) > self._keep:
+            del self.archive[: len(self.archive) - self._keep]
+
+    async def add_archived_thred(self, participant_id: str, *, thred_id: str) -> None:
+        """Note a participant's archived thred, keeping the newest per participant."""
+        await super().add_archived_thred(participant_id, thred_id=thred_id)
+        archived = self.user_archived[participant_id]
+        if len(archived) > self._keep:
+            del archived[: len(archived) - self._keep]
+
+    def _trim_events(self) -> None:
+        # Dicts keep insertion order, so the first keys are the oldest records.
+        while len(self.events) > self._keep:
+            del self.events[next(iter(self.events))]
+
+
+class EmbeddedRuntime:
+    """The engine with in-memory ports, its inbound queue, consumer and expiry timer tasks.
+
+    It is also the HTTP layer's ApiBackend.
+    """
+
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        settings: Settings,
+        metrics: EngineMetrics,
+        clock: Clock | None = None,
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock if clock is not None else SystemClock()
+        self.messages = RecentMessages(keep=settings.messages_kept, metrics=metrics)
+        self.storage = MemoryStorage()
+        self.persistence = BoundedMemoryPersistence(keep=settings.records_kept)
+        self.engine = Engine(
+            patterns=profile.patterns,
+            storage=self.storage,
+            sessions=self.storage,
+            persistence=self.persistence,
+            dispatcher=self.messages,
+            clock=self._clock,
+            observer=PrometheusObserver(metrics),
+            sessions_model=profile.sessions_model,
+            resolver_config=profile.resolver_config,
+        )
+        self.synchronous = (
+            settings.synchronous_mode
+            if settings.synchronous_mode is not None
+            else profile.engine_config.synchronousMode
+        )
+        self._queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=settings.event_queue_size)
+        # A labelled child looked up once: `labels()` costs more than the update itself.
+        self._queue_depth = metrics.queue_depth.labels(queue=EVENTS_QUEUE)
+        self._timers_changed = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._accepting = False
+
+    async def start(self) -> None:
+        """Start consuming the queue and firing expiry timers."""
+        consume = self._consume_serially() if self.synchronous else self._consume_concurrently()
+        self._tasks = [
+            asyncio.create_task(consume, name="event-consumer"),
+            asyncio.create_task(self._fire_timers_when_due(), name="expiry-timers"),
+        ]
+        self._accepting = True
+        self._queue_depth.set(0)
+
+    async def stop(self, *, drain_seconds: float) -> bool:
+        """Refuse new events, let the queued ones finish (up to `drain_seconds`), stop the tasks.
+
+        Returns whether every queued event was processed in time.
+        """
+        self._accepting = False
+        drained = True
+        try:
+            async with asyncio.timeout(drain_seconds):
+                await self._queue.join()
+        except TimeoutError:
+            drained = False
+            log.warning(
+                "shutdown: events left unprocessed",
+                extra={"unprocessed": self._queue.qsize(), "drainSeconds": drain_seconds},
+            )
+        tasks = [*self._tasks, *self._in_flight]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=TASK_STOP_SECONDS)
+            if stuck:
+                log.error("shutdown: tasks did not stop", extra={"tasks": len(stuck)})
+        self._tasks = []
+        return drained
+
+    def queued(self) -> int:
+        """Events waiting in the inbound queue."""
+        return self._queue.qsize()
+
+    async def idle(self) -> None:
+        """Wait until every queued event has been processed (for tests and benchmarks)."""
+        await self._queue.join()
+
+    # --- ApiBackend --------------------------------------------------------------------------
+
+    async def submit(self, events: Sequence[Event]) -> None:
+        """Queue every event or none of them."""
+        if not self._accepting:
+            raise QueueFullError("the engine is not accepting events (starting or shutting down)")
+        free = self._queue.maxsize - self._queue.qsize()
+        if len(events) > free:
+            raise QueueFullError(
+                f"the event queue is full ({self._queue.qsize()} of {self._queue.maxsize} used, "
+                f"{len(events)} offered)"
+            )
+        for event in events:
+            self._queue.put_nowait(event)
+        self._queue_depth.set(self._queue.qsize())
+
+    async def list_threds(self, *, status: ThredStatus | None) -> list[dict[str, Any]]:
+        """Public views of the stored threds."""
+        threds = await self.storage.list_threds()
+        return [
+            self.engine.public_view(thred)
+            for thred in threds
+            if status is None or thred.status == status
+        ]
+
+    async def get_thred(self, thred_id: str) -> dict[str, Any] | None:
+        """The public view of one stored thred."""
+        thred = await self.storage.get_thred(thred_id)
+        return None if thred is None else self.engine.public_view(thred)
+
+    def readiness(self) -> dict[str, bool]:
+        """Patterns loaded, in-memory storage up, consumer and timer tasks running."""
+        tasks_running = bool(self._tasks) and not any(task.done() for task in self._tasks)
+        return {
+            "patterns": bool(self.engine.patterns),
+            "storage": True,
+            "queue": self._accepting and tasks_running,
+        }
+
+    def recent_messages(self) -> list[dict[str, Any]]:
+        """The last outbound messages."""
+        return self.messages.recent()
+
+    # --- tasks -------------------------------------------------------------------------------
+
+    async def _consume_serially(self) -> None:
+        while True:
+            event = await self._queue.get()
+            await self._process(event)
+            # With in-memory ports nothing above suspends: without this, a backlog would keep
+            # the loop from answering HTTP (/health included) until the queue is empty.
+            await asyncio.sleep(0)
+
+    async def _consume_concurrently(self) -> None:
+        # Per-thred order is kept by the storage locks; the semaphore bounds memory and latency.
+        slots = asyncio.Semaphore(self._settings.max_concurrent_events)
+        while True:
+            await slots.acquire()
+            event = await self._queue.get()
+            task = asyncio.create_task(self._process(event))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
+            task.add_done_callback(lambda _: slots.release())
+
+    async def _process(self, event: Event) -> None:
+        try:
+            await self.engine.process(event)
+        except Exception:
+            # The engine turns failures into notifications; reaching here means that failed too.
+            log.exception("event processing failed", extra={"eventId": event.id})
+        finally:
+            self._queue.task_done()
+            self._queue_depth.set(self._queue.qsize())
+            self._timers_changed.set()
+
+    async def _fire_timers_when_due(self) -> None:
+        while True:
+            self._timers_changed.clear()
+            due_ms = self.engine.next_timer_due_ms()
+            if due_ms is not None and due_ms <= self._clock.now_ms():
+                await self._fire_due_timers()
+                continue
+            timeout = None if due_ms is None else (due_ms - self._clock.now_ms()) / 1000
+            # NB: not asyncio.wait_for: on 3.11 it swallows a cancellation that arrives as the
+            # event is set, and this task would then never stop.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._timers_changed.wait()
+
+    async def _fire_due_timers(self) -> None:
+        try:
+            fired = await self.engine.fire_due_timers()
+        except Exception:
+            log.exception("expiry timers failed")
+            # Without this pause a persistent failure would spin the loop.
+            await asyncio.sleep(1)
+            return
+        if fired:
+            log.info("expiry timers fired", extra={"fired": fired})
+
+
+class EmbeddedServer:
+    """The embedded runtime behind the HTTP API on one TCP port."""
+
+    def __init__(self, profile: Profile, *, settings: Settings, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.metrics = EngineMetrics()
+        self.runtime = EmbeddedRuntime(
+            profile, settings=settings, metrics=self.metrics, clock=clock
+        )
+        token = settings.api_token.get_secret_value() if settings.api_token else None
+        self.app = build_http_app(
+            self.runtime,
+            metrics=self.metrics,
+            api_token=token,
+            max_body_bytes=settings.max_body_bytes,
+        )
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, *, host: str, port: int) -> None:
+        """Start the runtime, then listen (port 0 picks a free port, see `self.port`)."""
+        await self.runtime.start()
+        self._runner = web.AppRunner(self.app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host=host, port=port)
+        try:
+            await site.start()
+        except OSError:
+            await self.stop(drain_seconds=0)
+            raise
+        self.port = int(self._runner.addresses[0][1])
+
+    async def stop(self, *, drain_seconds: float) -> bool:
+        """Drain the queue (HTTP keeps answering probes meanwhile), then close the listener."""
+        drained = await self.runtime.stop(drain_seconds=drain_seconds)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        return drained
+
+
+def run_embedded(
+    profile_dir: Path | None, *, host: str | None = None, port: int | None = None
+) -> int:
+    """`srvthreds-engine run`: serve the profile until SIGTERM/SIGINT; the exit status.
+
+    `profile_dir` None means the `PROFILE_DIR` setting; `host`/`port` None mean the settings'.
+    """
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"srvthreds-engine: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(level=settings.log_level, log_format=settings.log_format)
+    chosen = profile_dir if profile_dir is not None else settings.profile_dir
+    if chosen is None:
+        flush_logging()
+        print(
+            "srvthreds-engine: no profile: pass --profile DIR or set PROFILE_DIR", file=sys.stderr
+        )
+        return 2
+    try:
+        profile = load_profile(chosen)
+    except ProfileError as exc:
+        flush_logging()
+        print(f"srvthreds-engine: invalid profile: {exc}", file=sys.stderr)
+        return 2
+    _warn_about_unused_backends(settings)
+    try:
+        return asyncio.run(
+            serve_until_signalled(
+                profile,
+                settings=settings,
+                host=host if host is not None else settings.host,
+                port=port if port is not None else settings.port,
+            )
+        )
+    finally:
+        flush_logging()
+
+
+def _warn_about_unused_backends(settings: Settings) -> None:
+    # The Redis, MongoDB and RabbitMQ adapters are not part of the embedded mode.
+    for variable, url in (
+        ("REDIS_URL", settings.redis_url),
+        ("MONGODB_URL", settings.mongodb_url),
+        ("RABBITMQ_URL", settings.rabbitmq_url),
+    ):
+        if url:
+            log.warning(
+                "backend URL ignored: the embedded mode keeps everything in memory",
+                extra={"variable": variable},
+            )
+
+
+async def serve_until_signalled(
+    profile: Profile, *, settings: Settings, host: str, port: int
+) -> int:
+    """Serve until SIGTERM or SIGINT, then drain; 0 when drained, 1 when events were left."""
+    server = EmbeddedServer(profile, settings=settings)
+    try:
+        await server.start(host=host, port=port)
+    except OSError as exc:
+        log.error("cannot listen", extra={"host": host, "port": port, "reason": str(exc)})
+        return 1
+    # Modules, patterns and compiled expressions live as long as the process: moving them out
+    # of the collector's reach keeps every later full collection short.
+    gc.freeze()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    log.info(
+        "engine serving",
+        extra={
+            "url": f"http://{host}:{server.port}",
+            "profile": str(profile.directory),
+            "patterns": [pattern.pattern_id for pattern in profile.patterns],
+            "synchronousMode": server.runtime.synchronous,
+        },
+    )
+    await stop.wait()
+    drain_seconds = _drain_seconds(profile, settings=settings)
+    log.info("shutting down: draining queued events", extra={"drainSeconds": drain_seconds})
+    drained = await server.stop(drain_seconds=drain_seconds)
+    log.info("engine stopped", extra={"drained": drained})
+    return 0 if drained else 1
+
+
+def _drain_seconds(profile: Profile, *, settings: Settings) -> float:
+    configured_ms = profile.engine_config.eventShutdownTimeout
+    return configured_ms / 1000 if configured_ms is not None else settings.shutdown_timeout_seconds

@@ -1,0 +1,238 @@
+"""The engine's HTTP API (aiohttp): health, readiness, metrics, event intake and thred views."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Literal, Protocol
+
+import pydantic
+from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
+
+from srvthreds_engine.events import Event
+from srvthreds_engine.metrics import METRICS_CONTENT_TYPE, EngineMetrics
+
+ThredStatus = Literal["a", "f", "t"]
+STATUS_CODES: Mapping[str, ThredStatus] = {
+    "a": "a",
+    "active": "a",
+    "f": "f",
+    "finished": "f",
+    "t": "t",
+    "terminated": "t",
+}
+# Routes that expose or change thred state; they need the bearer token when one is configured.
+PROTECTED_PREFIXES = ("/events", "/threds", "/messages")
+LOOP_LAG_INTERVAL_SECONDS = 0.25
+
+
+class QueueFullError(Exception):
+    """The engine cannot queue the events now (queue full, or shutting down): retry later."""
+
+
+class ApiBackend(Protocol):
+    """What the HTTP layer needs from the running engine (built by the composition root)."""
+
+    async def submit(self, events: Sequence[Event]) -> None:
+        """Queue the events for processing, all or none; raise QueueFullError when full."""
+
+    async def list_threds(self, *, status: ThredStatus | None) -> list[dict[str, Any]]:
+        """Public views of the stored threds, optionally only those with this status."""
+
+    async def get_thred(self, thred_id: str) -> dict[str, Any] | None:
+        """The public view of one thred, or None when it is not stored."""
+
+    def readiness(self) -> dict[str, bool]:
+        """Each component that must be up (patterns, storage, queues...) and whether it is."""
+
+    def recent_messages(self) -> list[dict[str, Any]]:
+        """The last outbound messages, oldest first (empty when not kept)."""
+
+
+class EventValidationError(ValueError):
+    """A POST /events body is not an event or a list of events; the message says where."""
+
+
+BACKEND_KEY = web.AppKey("backend", ApiBackend)
+METRICS_KEY = web.AppKey("metrics", EngineMetrics)
+LOOP_LAG_KEY = web.AppKey("loop_lag", list[float])
+
+
+def build_http_app(
+    backend: ApiBackend,
+    *,
+    metrics: EngineMetrics,
+    api_token: str | None = None,
+    max_body_bytes: int = 1_048_576,
+) -> web.Application:
+    """The aiohttp application serving the engine API over the given backend."""
+    app = web.Application(
+        client_max_size=max_body_bytes, middlewares=[_bearer_auth(api_token), _json_errors]
+    )
+    app[BACKEND_KEY] = backend
+    app[METRICS_KEY] = metrics
+    app[LOOP_LAG_KEY] = [0.0]
+    app.cleanup_ctx.append(_loop_lag_monitor)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/metrics", metrics_text)
+    app.router.add_post("/events", post_events)
+    app.router.add_get("/threds", list_threds)
+    app.router.add_get("/threds/{thred_id}", get_thred)
+    app.router.add_get("/messages", list_messages)
+    return app
+
+
+def parse_events(body: object) -> list[Event]:
+    """Validate a decoded body: one event object or a non-empty list of them."""
+    if isinstance(body, dict):
+        return [_validate_event(body, where="")]
+    if isinstance(body, list):
+        if not body:
+            raise EventValidationError("the list of events is empty")
+        return [_validate_event(item, where=f"[{index}]") for index, item in enumerate(body)]
+    raise EventValidationError(
+        f"the body must be an event object or a list of events, not {type(body).__name__}"
+    )
+
+
+def _validate_event(item: object, *, where: str) -> Event:
+    try:
+        return Event.model_validate(item)
+    except pydantic.ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_url=False):
+            field = ".".join(str(part) for part in error["loc"]) or "<event>"
+            problems.append(f"{field}: {error['msg']}")
+        prefix = f"event {where}" if where else "event"
+        raise EventValidationError(f"{prefix} is invalid: " + "; ".join(problems)) from None
+
+
+def _bearer_auth(api_token: str | None) -> Middleware:
+    expected = f"Bearer {api_token}".encode() if api_token else None
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if expected is not None and request.path.startswith(PROTECTED_PREFIXES):
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return web.json_response(
+                    {"error": "missing or wrong bearer token"},
+                    status=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="srvthreds"'},
+                )
+        return await handler(request)
+
+    return middleware
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer HTTP errors (404, 405, 413...) with a JSON body like every other answer."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.empty_body or exc.content_type == "application/json":
+            raise
+        return web.json_response(
+            {"error": exc.text or exc.reason},
+            status=exc.status,
+            headers={k: v for k, v in exc.headers.items() if k.lower() != "content-type"},
+        )
+
+
+async def _loop_lag_monitor(app: web.Application) -> AsyncIterator[None]:
+    """Measure how late the event loop wakes a sleeping task: the liveness figure of /health."""
+    metrics = app[METRICS_KEY]
+    lag = app[LOOP_LAG_KEY]
+    loop = asyncio.get_running_loop()
+
+    async def sample_forever() -> None:
+        while True:
+            started = loop.time()
+            await asyncio.sleep(LOOP_LAG_INTERVAL_SECONDS)
+            lag[0] = max(0.0, loop.time() - started - LOOP_LAG_INTERVAL_SECONDS)
+            metrics.event_loop_lag_seconds.set(lag[0])
+
+    task = asyncio.create_task(sample_forever(), name="loop-lag-monitor")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def health(request: web.Request) -> web.Response:
+    """The process answers and its event loop runs (with the last measured loop lag)."""
+    lag = request.app[LOOP_LAG_KEY][0]
+    return web.json_response({"status": "ok", "eventLoopLagSeconds": round(lag, 6)})
+
+
+async def ready(request: web.Request) -> web.Response:
+    """200 when patterns are loaded and every backend is connected; 503 naming what is not."""
+    checks = request.app[BACKEND_KEY].readiness()
+    not_ready = sorted(name for name, ok in checks.items() if not ok)
+    body = {"ready": not not_ready, "checks": checks, "notReady": not_ready}
+    return web.json_response(body, status=503 if not_ready else 200)
+
+
+async def metrics_text(request: web.Request) -> web.Response:
+    """The metrics in the Prometheus text format."""
+    response = web.Response(body=request.app[METRICS_KEY].exposition())
+    response.headers["Content-Type"] = METRICS_CONTENT_TYPE
+    return response
+
+
+async def post_events(request: web.Request) -> web.Response:
+    """Validate one event or a list and queue them: 202 with their ids."""
+    raw = await request.read()
+    try:
+        events = parse_events(json.loads(raw))
+    except UnicodeDecodeError as exc:
+        return web.json_response({"error": f"the body is not UTF-8 text: {exc}"}, status=400)
+    except json.JSONDecodeError as exc:
+        return web.json_response({"error": f"the body is not valid JSON: {exc}"}, status=400)
+    except EventValidationError as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+    try:
+        await request.app[BACKEND_KEY].submit(events)
+    except QueueFullError as exc:
+        return web.json_response({"error": str(exc)}, status=503, headers={"Retry-After": "1"})
+    request.app[METRICS_KEY].events_received.inc(len(events))
+    return web.json_response({"ids": [event.id for event in events]}, status=202)
+
+
+async def list_threds(request: web.Request) -> web.Response:
+    """Public views of the stored threds; `?status=active|finished|terminated` filters them."""
+    status_text = request.query.get("status")
+    status = None
+    if status_text is not None:
+        status = STATUS_CODES.get(status_text.lower())
+        if status is None:
+            allowed = ", ".join(STATUS_CODES)
+            return web.json_response(
+                {"error": f"status must be one of {allowed}, not {status_text!r}"}, status=400
+            )
+    threds = await request.app[BACKEND_KEY].list_threds(status=status)
+    return web.json_response({"threds": threds}, dumps=_dumps)
+
+
+async def get_thred(request: web.Request) -> web.Response:
+    """The public view of one thred; 404 when it is not stored (terminated threds are not)."""
+    thred_id = request.match_info["thred_id"]
+    thred = await request.app[BACKEND_KEY].get_thred(thred_id)
+    if thred is None:
+        return web.json_response({"error": f"thred {thred_id} is not stored"}, status=404)
+    return web.json_response(thred, dumps=_dumps)
+
+
+async def list_messages(request: web.Request) -> web.Response:
+    """The last outbound messages the engine dispatched, oldest first."""
+    return web.json_response({"messages": request.app[BACKEND_KEY].recent_messages()}, dumps=_dumps)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=str)
