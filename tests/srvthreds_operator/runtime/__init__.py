@@ -1,0 +1,1 @@
+"""Unit tests of the operator runtime: status, ledger, reconcile, leader election."""
