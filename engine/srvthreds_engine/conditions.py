@@ -55,14 +55,11 @@ class Match:
 def test_condition(node: Node, *, bindings: Bindings) -> bool:
     """Whether the event could match: filter = xpr, and/or = any operand; no side effects."""
     if isinstance(node, FilterCondition):
-        # A throwaway scope keeps `$setLocal` in a filter from touching the thred.
-        probe = Bindings(
-            bindings.event,
-            thred_id=bindings.thred_id,
-            scope=dict(bindings.scope),
-            participant_ids=bindings.participant_ids,
-        )
-        return is_truthy(compile_expression(node.xpr).evaluate(probe))
+        expression = compile_expression(node.xpr)
+        if expression.may_write_scope:
+            # A throwaway scope keeps `$setLocal` in a filter from touching the thred.
+            bindings = bindings.with_scope(dict(bindings.scope))
+        return is_truthy(expression.evaluate(bindings))
     return any(test_condition(operand, bindings=bindings) for operand in node.operands)
 
 

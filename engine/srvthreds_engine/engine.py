@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -51,7 +50,7 @@ from srvthreds_engine.thred import (
     ReactionStore,
     Thred,
     ThredContext,
-    ThredMeta,
+    copy_json,
 )
 from srvthreds_engine.watches import ThredWatches
 
@@ -61,6 +60,8 @@ LOG_MATCH = "m"
 LOG_NO_MATCH = "nm"
 LOG_NO_THRED = "nt"
 LOG_NO_PATTERN_MATCH = "np"
+# A reaction without a transition moves to the next one (read only; built once, not per hop).
+_DEFAULT_TRANSITION = Transition()
 
 
 @dataclass(slots=True)
@@ -255,9 +256,10 @@ class Engine:
         created: set[str] = set()
         failures: list[EngineError] = []
         matched = False
+        bindings = Bindings(event)
         for pattern in list(self._patterns.values()):
             try:
-                if not test_condition(pattern.reactions[0].condition, bindings=Bindings(event)):
+                if not test_condition(pattern.reactions[0].condition, bindings=bindings):
                     continue
                 matched = True
                 thred_id = await self._create_thred(pattern, event=event)
@@ -332,20 +334,18 @@ class Engine:
         thred_id = ids.thred_id(pattern.pattern_id)
         context = ThredContext(thredId=thred_id)
         if parent is not None and spawn is not None and spawn.context:
-            context.scope = copy.deepcopy(parent.thredContext.scope)
+            context.scope = copy_json(parent.thredContext.scope)
             context.participantIds = list(parent.thredContext.participantIds)
-        # Every field is known to be valid here: skip validation on this hot path.
-        thred = Thred.model_construct(
+        thred = Thred(
             id=thred_id,
             patternId=pattern.pattern_id,
             status=ACTIVE,
             startTime=now,
             lastUpdateTime=now,
-            reactionStore=ReactionStore.model_construct(
+            reactionStore=ReactionStore(
                 reactionName=pattern.reaction_names[0], conditionState={}, startTime=now
             ),
             thredContext=context,
-            meta=ThredMeta.model_construct(),
         )
         if parent is not None and spawn is not None:
             thred.parentThredId = parent.id
@@ -426,7 +426,8 @@ class Engine:
     ) -> tuple[bool, dict[str, Any] | None]:
         """Steps 1-10 of spec section 5; returns whether it matched and the next input."""
         reaction = self._current_reaction(run)
-        if not await self._authorised(reaction, event=event):
+        restricted = reaction.allowedSources is not None or reaction.permissions is not None
+        if restricted and not await self._authorised(reaction, event=event):
             return False, None
         bindings = self._bindings(run.thred, event=event)
         match = apply_condition(
@@ -436,7 +437,8 @@ class Engine:
             return False, None
         directives = match.directives
         outbound, to = self._build_message(run, directives=directives, bindings=bindings)
-        await self._echo(run, event=event)
+        if run.pattern.echoResponses:
+            await self._echo(run, event=event)
         next_input = self._transition(run, transition=directives.transition, event=event)
         self._update_meta(run, event=event)
         to_reaction = run.thred.reactionStore.reactionName if run.thred.status == ACTIVE else None
@@ -527,7 +529,7 @@ class Engine:
         self, run: _Run, *, transition: Transition | None, event: dict[str, Any] | None
     ) -> dict[str, Any] | None:
         """Move the thred; return the next input (forward or local) or None to wait."""
-        transition = transition or Transition()
+        transition = transition or _DEFAULT_TRANSITION
         self._move(run, name=transition.name)
         if run.thred.status != ACTIVE:
             return None
@@ -684,7 +686,9 @@ class Engine:
         self._next_due_ms = await self.storage.next_deadline_ms()
 
     async def _threds_changed(self) -> None:
-        self.observer.threds_changed(active=await self.storage.count_threds())
+        # Without an observer there is no one to tell the thred count: skip counting.
+        if not isinstance(self.observer, NullObserver):
+            self.observer.threds_changed(active=await self.storage.count_threds())
 
     # --- delivery, built-ins, spawn ----------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable
 from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
@@ -23,7 +24,11 @@ class ExpressionError(ValueError):
 
 @dataclass(slots=True)
 class Bindings:
-    """What one evaluation sees: the input event, the thred and (onPublish) the outbound event."""
+    """What one evaluation sees: the input event, the thred and (onPublish) the outbound event.
+
+    NB: treat it as immutable once evaluated with: the variables are built once and reused by
+    every expression evaluated with these bindings (the scope is shared by reference, as is).
+    """
 
     event: dict[str, Any]
     _: KW_ONLY
@@ -31,9 +36,19 @@ class Bindings:
     scope: dict[str, Any] = field(default_factory=dict)
     participant_ids: list[str] = field(default_factory=list)
     outbound_event: dict[str, Any] | None = None
+    _variables: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    _document: dict[str, Any] | None = field(default=None, repr=False, compare=False)
+    _named: dict[tuple[str, ...], dict[str, Any]] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def variables(self) -> dict[str, Any]:
         """The `$name` variables of section 9; an absent value stays unbound (undefined)."""
+        if self._variables is None:
+            self._variables = self._build_variables()
+        return self._variables
+
+    def _build_variables(self) -> dict[str, Any]:
         event = self.event
         variables: dict[str, Any] = {"event": event}
         thred_id = event.get("thredId") or self.thred_id
@@ -47,14 +62,42 @@ class Bindings:
             variables["outboundEvent"] = self.outbound_event
         return variables
 
+    def variables_named(self, names: tuple[str, ...] | None) -> dict[str, Any]:
+        """The variables among `names` that are bound (all of them for None), built once."""
+        variables = self.variables()
+        if names is None:
+            return variables
+        if self._named is None:
+            self._named = {}
+        named = self._named.get(names)
+        if named is None:
+            named = self._named[names] = {
+                name: variables[name] for name in names if name in variables
+            }
+        return named
+
+    def with_scope(self, scope: dict[str, Any]) -> Bindings:
+        """The same bindings over another scope (the variables do not depend on it)."""
+        return Bindings(
+            self.event,
+            thred_id=self.thred_id,
+            scope=scope,
+            participant_ids=self.participant_ids,
+            outbound_event=self.outbound_event,
+            _variables=self._variables,
+            _named=self._named,
+        )
+
     def document(self) -> dict[str, Any]:
-        """The input document `{event, context}`."""
-        context = {
-            "thredId": self.thred_id,
-            "scope": self.scope,
-            "participantIds": self.participant_ids,
-        }
-        return {"event": self.event, "context": context}
+        """The input document `{event, context}` (built once; scope and ids by reference)."""
+        if self._document is None:
+            context = {
+                "thredId": self.thred_id,
+                "scope": self.scope,
+                "participantIds": self.participant_ids,
+            }
+            self._document = {"event": self.event, "context": context}
+        return self._document
 
 
 def _bind_parts(variables: dict[str, Any], data: dict[str, Any]) -> None:
@@ -147,10 +190,28 @@ HOST_FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 
 
+# Every `$name` variable Bindings may bind; an expression is handed only those it names.
+VARIABLE_NAMES = ("event", "thredId", "data", "advice", "content", "values", "outboundEvent")
+
+
+def _named_variables(text: str) -> tuple[str, ...] | None:
+    """The variables `text` names, or None when it may reach any (`$eval` builds names)."""
+    if "$eval" in text:
+        return None
+    return tuple(name for name in VARIABLE_NAMES if re.search(rf"\${name}(?![A-Za-z0-9_])", text))
+
+
+def _may_call_host(compiled_text: str) -> bool:
+    """Whether the text (wrappers included) names a host function, or `$eval` may build a call."""
+    if "$eval" in compiled_text:
+        return True
+    return any(f"${name}" in compiled_text for name in HOST_FUNCTIONS)
+
+
 class Expression:
     """One compiled JSONata expression with the engine's host functions registered."""
 
-    __slots__ = ("_compiled", "text")
+    __slots__ = ("_calls_host", "_compiled", "_evaluate", "_variables", "may_write_scope", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -162,12 +223,27 @@ class Expression:
             raise ExpressionError(text, problem=str(exc)) from exc
         for name, function in HOST_FUNCTIONS.items():
             self._compiled.register(name, function)
+        # The native evaluate, past jsonatapy's pure-Python forwarding wrapper (one call per
+        # evaluation saved); the public method where a version has no such inner object.
+        self._evaluate = getattr(self._compiled, "_expr", self._compiled).evaluate
+        # Handing the evaluator every variable costs a conversion of each value per call;
+        # a variable the text does not name cannot be read, so it is left out.
+        self._variables = _named_variables(text)
+        self.may_write_scope = "setLocal" in text or "$eval" in text
+        # Only an expression that can reach a host function needs the bindings pushed for it.
+        self._calls_host = _may_call_host(_with_wrappers(text))
 
     def evaluate(self, bindings: Bindings) -> Any:
         """Evaluate against the bindings; `$setLocal` writes into `bindings.scope`."""
+        variables = bindings.variables_named(self._variables)
+        if not self._calls_host:
+            try:
+                return self._evaluate(bindings.document(), variables)
+            except ValueError as exc:
+                raise ExpressionError(self.text, problem=str(exc)) from exc
         _ACTIVE.append(bindings)
         try:
-            return self._compiled.evaluate(bindings.document(), bindings.variables())
+            return self._evaluate(bindings.document(), variables)
         except ValueError as exc:
             raise ExpressionError(self.text, problem=str(exc)) from exc
         finally:

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import heapq
-from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from bisect import bisect_left, insort
+from collections import defaultdict, deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from srvthreds_engine.events import OutboundMessage
@@ -26,6 +25,42 @@ class LockTimeoutError(RuntimeError):
     """A lock could not be taken in time (e.g. a pattern that spawns itself while locked)."""
 
 
+class _MemoryLock:
+    """`async with storage.lock(key)`: a FIFO mutex per key, held while the key is in the table.
+
+    Not asyncio.Lock behind an @asynccontextmanager: a lock is taken several times per event,
+    and the uncontended path here takes it without suspending or allocating a lock object.
+    Release hands the key straight to the first waiter, so no third party can slip in.
+    """
+
+    __slots__ = ("_held", "_key")
+
+    def __init__(self, held: dict[str, deque[asyncio.Future[None]]], key: str) -> None:
+        self._held = held
+        self._key = key
+
+    async def __aenter__(self) -> None:
+        waiters = self._held.get(self._key)
+        if waiters is None:
+            self._held[self._key] = deque()
+            return
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters.append(turn)
+        try:
+            await asyncio.wait_for(turn, timeout=LOCK_TIMEOUT_S)
+        except TimeoutError as exc:
+            raise LockTimeoutError(f"could not lock {self._key} within {LOCK_TIMEOUT_S} s") from exc
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        waiters = self._held[self._key]
+        while waiters:
+            turn = waiters.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        del self._held[self._key]
+
+
 class MemoryStorage:
     """ThredStore and SessionStore in one process; threds are stored as JSON copies."""
 
@@ -36,51 +71,36 @@ class MemoryStorage:
         self._participant_threds: dict[str, dict[str, None]] = defaultdict(dict)
         self._deadlines: dict[str, int] = {}
         self._deadline_heap: list[tuple[int, str]] = []
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks: dict[str, deque[asyncio.Future[None]]] = {}
+        # Ids kept sorted as threds come and go, so listings need no sort.
+        self._sorted_ids: list[str] = []
         self._sessions: dict[str, list[Session]] = defaultdict(list)
 
-    @asynccontextmanager
-    async def lock(self, key: str) -> AsyncIterator[None]:
+    def lock(self, key: str) -> _MemoryLock:
         """Serialise work on `key`; not reentrant, gives up after LOCK_TIMEOUT_S."""
-        lock = self._locks.get(key)
-        if lock is None:
-            lock = self._locks[key] = asyncio.Lock()
-        if lock.locked():
-            # Only a contended lock pays for a timeout (wait_for creates a task).
-            try:
-                await asyncio.wait_for(lock.acquire(), timeout=LOCK_TIMEOUT_S)
-            except TimeoutError as exc:
-                raise LockTimeoutError(f"could not lock {key} within {LOCK_TIMEOUT_S} s") from exc
-        else:
-            await lock.acquire()
-        try:
-            yield
-        finally:
-            lock.release()
-            if not lock.locked() and key.startswith("Thred:"):
-                # Thred locks are per id: drop them so a long run does not grow the table.
-                self._locks.pop(key, None)
+        return _MemoryLock(self._locks, key)
 
     async def get_thred(self, thred_id: str) -> Thred | None:
-        """The stored thred, or None."""
+        """The stored thred (a copy), or None."""
         stored = self._threds.get(thred_id)
-        return None if stored is None else Thred.model_validate(copy.deepcopy(stored))
+        return None if stored is None else Thred.from_stored(stored)
 
     async def save_thred(self, thred: Thred) -> None:
         """Store (a copy of) the thred."""
+        if thred.id not in self._threds:
+            insort(self._sorted_ids, thred.id)
         self._threds[thred.id] = thred.stored()
 
     async def delete_thred(self, thred_id: str) -> None:
         """Forget the thred and its routing entries."""
-        self._threds.pop(thred_id, None)
+        if self._threds.pop(thred_id, None) is not None:
+            del self._sorted_ids[bisect_left(self._sorted_ids, thred_id)]
         self._unbound.pop(thred_id, None)
         self._deadlines.pop(thred_id, None)
 
     async def list_threds(self) -> list[Thred]:
         """Every stored thred, sorted by id."""
-        return [
-            Thred.model_validate(copy.deepcopy(self._threds[key])) for key in sorted(self._threds)
-        ]
+        return [Thred.from_stored(self._threds[key]) for key in self._sorted_ids]
 
     async def count_threds(self) -> int:
         """How many threds are stored."""
@@ -93,9 +113,17 @@ class MemoryStorage:
         once); do not mutate them.
         """
         return [
-            {key: value for key, value in self._threds[thred_id].items() if key not in without}
-            for thred_id in sorted(self._threds)
+            {key: value for key, value in stored.items() if key not in without}
+            for _, stored in self.stored_items()
         ]
+
+    def stored_items(self) -> list[tuple[str, dict[str, Any]]]:
+        """`(id, stored JSON)` of every thred, sorted by id; a saved thred gets a new dict.
+
+        NB: the dicts are the store's own (a reader may cache by identity); do not mutate them.
+        """
+        threds = self._threds
+        return [(thred_id, threds[thred_id]) for thred_id in self._sorted_ids]
 
     async def get_counters(self, pattern_id: str) -> PatternCounters:
         """The pattern's instance counters."""

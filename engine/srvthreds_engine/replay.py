@@ -23,7 +23,9 @@ ADVANCE = "$advance_ms"
 SESSION = "$session"
 LOG_KEYS = ("type", "eventId", "thredId", "fromReaction", "toReaction")
 # The stored shape of the contract; display meta is part of the public view only.
-HIDDEN_THRED_KEYS = ("meta",)
+HIDDEN_KEYS = frozenset({"meta"})
+# Texts of deleted threds are dropped once they outnumber the live ones by this much.
+CACHE_SLACK = 64
 
 
 class ReplayInputError(ValueError):
@@ -63,24 +65,48 @@ class Replay:
             dispatcher=self.dispatcher,
             clock=self.clock,
         )
+        self._thred_text_cache: dict[str, tuple[dict[str, Any], str]] = {}
 
     async def step(self, line: Any, *, where: str = "input") -> dict[str, Any]:
         """Apply one parsed input line; returns its output record."""
+        record: dict[str, Any] = json.loads(await self.step_line(line, where=where))
+        return record
+
+    async def step_line(self, line: Any, *, where: str = "input") -> str:
+        """Apply one parsed input line; returns its output line as JSON (no newline)."""
         # Messages and log records are reported once, then dropped, so long runs stay small.
         self.dispatcher.messages.clear()
         self.persistence.log.clear()
         archived_before = len(self.persistence.archive)
         await self._apply(line, where=where)
-        return {
-            "input": line,
-            "messages": [message.to_dict() for message in self.dispatcher.messages],
-            "threds": self.storage.stored_threds(without=HIDDEN_THRED_KEYS),
+        # Assembled from parts, byte for byte what `_dumps` of the whole record would give:
+        # the stored threds are listed after every line, so each is serialised once per change.
+        head = {"input": line, "messages": [item.to_dict() for item in self.dispatcher.messages]}
+        tail = {
             "archived": [record["thred"] for record in self.persistence.archive[archived_before:]],
             "log": [
                 {key: record[key] for key in LOG_KEYS if key in record}
                 for record in self.persistence.log
             ],
         }
+        # `{head…}` and `{…tail}` around the threds: two encoder calls, not one per part.
+        return f'{_dumps(head)[:-1]},"threds":[{",".join(self._thred_texts())}],{_dumps(tail)[1:]}'
+
+    def _thred_texts(self) -> list[str]:
+        # A saved thred is a new dict in the store, so identity tells whether a text is current.
+        cache = self._thred_text_cache
+        texts: list[str] = []
+        items = self.storage.stored_items()
+        for thred_id, stored in items:
+            cached = cache.get(thred_id)
+            if cached is None or cached[0] is not stored:
+                shown = {key: value for key, value in stored.items() if key not in HIDDEN_KEYS}
+                cached = cache[thred_id] = (stored, _dumps(shown))
+            texts.append(cached[1])
+        if len(cache) > 2 * len(items) + CACHE_SLACK:
+            live = {thred_id for thred_id, _ in items}
+            self._thred_text_cache = {key: value for key, value in cache.items() if key in live}
+        return texts
 
     async def _apply(self, line: Any, *, where: str) -> None:
         if isinstance(line, dict) and ADVANCE in line:
@@ -106,6 +132,14 @@ class Replay:
             await self.engine.process(_validated(Event, line, where=where))
 
 
+# Output records are trees of fresh JSON data (no cycles to guard against).
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
+
+
+def _dumps(value: Any) -> str:
+    return _ENCODER.encode(value)
+
+
 def _validated(model: type[ModelT], value: Any, *, where: str) -> ModelT:
     try:
         return model.model_validate(value)
@@ -128,8 +162,7 @@ async def run_replay(
             line = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise ReplayInputError(f"{where}: not JSON: {exc.msg} (column {exc.colno})") from exc
-        record = await replay.step(line, where=where)
-        sink.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
+        sink.write(await replay.step_line(line, where=where) + "\n")
         sink.flush()
 
 

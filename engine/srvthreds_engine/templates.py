@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from srvthreds_engine import ids
@@ -10,6 +11,7 @@ from srvthreds_engine.errors import EngineError
 from srvthreds_engine.events import SYSTEM_SOURCE, TELL
 from srvthreds_engine.expressions import Bindings, compile_expression
 from srvthreds_engine.patterns import XPR_KEY, XPR_PREFIX, Publish, Transform
+from srvthreds_engine.thred import copy_json
 
 
 def _inner_expression(value: str) -> str | None:
@@ -44,10 +46,96 @@ def _expand_object(value: dict[str, Any], *, bindings: Bindings) -> dict[str, An
     return expanded
 
 
+# A template compiled once: a function of the bindings giving what `expand` would give.
+Plan = Callable[[Bindings], Any]
+
+
+def _constant(value: Any) -> Plan:
+    if isinstance(value, dict | list):
+        # A fresh copy each time, as `expand` builds one: outbound events share nothing.
+        return lambda _: copy_json(value)
+    return lambda _: value
+
+
+def _is_static(value: Any) -> bool:
+    if isinstance(value, str):
+        return _inner_expression(value) is None
+    if isinstance(value, list):
+        return all(_is_static(item) for item in value)
+    if isinstance(value, dict):
+        return XPR_KEY not in value and all(_is_static(item) for item in value.values())
+    return True
+
+
+def _expression_plan(text: str) -> Plan:
+    expression = compile_expression(text)
+    # A result is expanded in turn, as `expand` does (it may hold `$xpr(...)` strings).
+    return lambda bindings: expand(expression.evaluate(bindings), bindings=bindings)
+
+
+def _list_plan(items: list[Any]) -> Plan:
+    plans = [compile_template(item) for item in items]
+
+    def run(bindings: Bindings) -> list[Any]:
+        results = [plan(bindings) for plan in plans]
+        return [item for item in results if item is not None]
+
+    return run
+
+
+def _object_plan(value: dict[str, Any]) -> Plan:
+    plans = [(key, key == XPR_KEY, compile_template(item)) for key, item in value.items()]
+
+    def run(bindings: Bindings) -> dict[str, Any]:
+        expanded: dict[str, Any] = {}
+        for key, spreads, plan in plans:
+            result = plan(bindings)
+            if spreads and isinstance(result, dict):
+                expanded.update(result)
+            elif result is not None:
+                expanded[key] = result
+        return expanded
+
+    return run
+
+
+def compile_template(value: Any) -> Plan:
+    """A template as a function of the bindings, equal to `expand(value, bindings=...)`."""
+    if _is_static(value):
+        return _constant(_expand_static(value))
+    if isinstance(value, str):
+        inner = _inner_expression(value)
+        if inner is not None:
+            return _expression_plan(inner)
+    if isinstance(value, list):
+        return _list_plan(value)
+    if isinstance(value, dict):
+        return _object_plan(value)
+    return _constant(value)
+
+
+def _expand_static(value: Any) -> Any:
+    # Static parts evaluate nothing, so any bindings do; nulls are dropped as by `expand`.
+    return expand(value, bindings=Bindings({}))
+
+
+# Templates are pattern data that lives as long as the patterns; the entry keeps the template
+# itself, so its id cannot be reused while the entry is here.
+_PLANS: dict[int, tuple[Any, Plan]] = {}
+
+
+def template_plan(template: Any) -> Plan:
+    """The compiled plan of a template object (compiled on first use, then reused)."""
+    entry = _PLANS.get(id(template))
+    if entry is None or entry[0] is not template:
+        entry = _PLANS[id(template)] = (template, compile_template(template))
+    return entry[1]
+
+
 def build_event_data(transform: Transform, *, bindings: Bindings) -> Any:
     """The outbound `data`: the template, else the `templateXpr` result."""
     if transform.eventDataTemplate is not None:
-        return expand(transform.eventDataTemplate, bindings=bindings)
+        return template_plan(transform.eventDataTemplate)(bindings)
     if transform.templateXpr is not None:
         return compile_expression(transform.templateXpr).evaluate(bindings)
     raise EngineError("Transform has neither eventDataTemplate nor templateXpr")
@@ -74,6 +162,8 @@ def build_event(
 
 def publish_addresses(publish: Publish, *, bindings: Bindings) -> list[str]:
     """`to` with `$xpr` elements evaluated, flattened fully, as strings."""
-    raw = publish.to if isinstance(publish.to, list) else [publish.to]
-    expanded = expand(raw, bindings=bindings)
+    plan = template_plan(publish.to)
+    raw = plan(bindings)
+    expanded = raw if isinstance(publish.to, list) else [raw]
+    # `expand` drops null items of the list; a lone `to` that yields nothing gives no address.
     return [str(address) for address in flatten(expanded) if address is not None]

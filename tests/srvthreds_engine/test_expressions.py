@@ -43,6 +43,31 @@ def test_event_snapshots_are_bound() -> None:
     assert evaluate("$values.a") == 1
 
 
+def test_variables_an_expression_does_not_name_are_still_reached_through_eval() -> None:
+    # Only the named variables are handed to the evaluator, except where `$eval` may name any.
+    assert evaluate("$eval('$data.title') & $eval('$values.a')") == "Title1"
+    assert evaluate("$exists($content) and $exists($values)") is True
+    assert evaluate("$values.a + $count($keys($event))") == 1 + len(EVENT)
+
+
+def test_host_functions_are_reached_through_eval_too() -> None:
+    scope: dict[str, Any] = {}
+    bindings = Bindings(EVENT, thred_id="thred", scope=scope)
+    assert evaluate("$eval(\"$setLocal('k', 2)\")", bindings) == 2
+    assert scope == {"k": 2}
+    assert evaluate("$valueNamed('a') + $local('k')", bindings) == 3
+
+
+def test_bindings_variables_are_built_once_and_shared_by_a_rescoped_copy() -> None:
+    bindings = Bindings(EVENT, thred_id="thred", scope={"k": 1})
+    first = bindings.variables()
+    assert bindings.variables() is first
+    probe = bindings.with_scope({"k": 2})
+    assert probe.variables() is first
+    assert evaluate("$local('k')", probe) == 2
+    assert evaluate("$local('k')", bindings) == 1
+
+
 def test_thred_id_is_the_events_else_the_threds() -> None:
     assert evaluate("$thredId") == "t1"
     unbound = {key: value for key, value in EVENT.items() if key != "thredId"}

@@ -52,6 +52,49 @@ async def test_locks_serialise_work_on_one_key() -> None:
     assert order == ["a in", "a out", "b in", "b out"]
 
 
+async def test_a_released_lock_goes_to_the_first_waiter_not_a_newcomer() -> None:
+    storage = MemoryStorage()
+    order: list[str] = []
+    first_in = asyncio.Event()
+    release_first = asyncio.Event()
+
+    async def holder() -> None:
+        async with storage.lock("Thred:t"):
+            first_in.set()
+            await release_first.wait()
+            order.append("first out")
+
+    async def worker(name: str) -> None:
+        async with storage.lock("Thred:t"):
+            order.append(f"{name} in")
+            await asyncio.sleep(0)
+            order.append(f"{name} out")
+
+    first = asyncio.create_task(holder())
+    await first_in.wait()
+    waiting = asyncio.create_task(worker("waiter"))
+    await asyncio.sleep(0)
+    release_first.set()
+    await first
+    # The key was handed to the waiter on release: a newcomer now queues behind it.
+    await asyncio.gather(waiting, worker("newcomer"))
+    assert order == ["first out", "waiter in", "waiter out", "newcomer in", "newcomer out"]
+
+
+async def test_a_waiter_that_timed_out_never_gets_the_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(memory, "LOCK_TIMEOUT_S", 0.01)
+    storage = MemoryStorage()
+    async with storage.lock("Pattern:p"):
+        with pytest.raises(LockTimeoutError):
+            async with storage.lock("Pattern:p"):
+                pass
+    async with storage.lock("Pattern:p"), storage.lock("Other:key"):
+        pass
+    # Released by everyone: the key is free again and no stale waiter holds it.
+    async with storage.lock("Pattern:p"):
+        pass
+
+
 async def test_counters_and_sessions() -> None:
     storage = MemoryStorage()
     assert await storage.get_counters("p") == PatternCounters(0, None)
@@ -61,6 +104,12 @@ async def test_counters_and_sessions() -> None:
     await storage.add_session(Session("alice", "n1", []))
     assert [s.roles for s in await storage.sessions_for("alice")] == [[]]
     assert await storage.participants_with_sessions() == ["alice"]
+
+
+def test_ids_do_not_repeat_across_pool_refills() -> None:
+    made = [nanoid() for _ in range(1000)]
+    assert len(set(made)) == len(made)
+    assert all(len(item) == 21 for item in made)
 
 
 def test_ids_use_the_nanoid_alphabet() -> None:

@@ -237,7 +237,7 @@ async def test_meta_comes_from_the_input_data() -> None:
     driver2 = Driver(pattern(starter(), step("next", "n")))
     await driver2.send(event("s", "start", data=data))
     [stored] = await driver2.replay.storage.list_threds()
-    assert stored.meta.model_dump() == {
+    assert stored.meta.to_dict() == {
         "label": "Laptop",
         "description": "for Alice",
         "displayUri": "http://x",
