@@ -63,12 +63,31 @@ def test_condition(node: Node, *, bindings: Bindings) -> bool:
     return any(test_condition(operand, bindings=bindings) for operand in node.operands)
 
 
+def test_carries_over(node: Node) -> bool:
+    """Whether a true `test` of `node` on an unbound event proves its filter true once rebound.
+
+    True only for a filter whose expression has no side effect and reads nothing that
+    rebinding changes (thred id, scope, context): evaluating it again would give the same.
+    """
+    return (
+        isinstance(node, FilterCondition) and compile_expression(node.xpr).reads_event_content_only
+    )
+
+
 def apply_condition(
-    node: Node, *, bindings: Bindings, state: dict[str, Any], node_id: str = ROOT_ID
+    node: Node,
+    *,
+    bindings: Bindings,
+    state: dict[str, Any],
+    node_id: str = ROOT_ID,
+    known_true: bool = False,
 ) -> Match | None:
-    """Apply the condition to an event, running `onTrue` and updating and-state in `state`."""
+    """Apply the condition to an event, running `onTrue` and updating and-state in `state`.
+
+    `known_true` (see `test_carries_over`) skips re-evaluating a root filter already proved true.
+    """
     if isinstance(node, FilterCondition):
-        match = _apply_filter(node, bindings=bindings)
+        match = Match(Directives.of(node)) if known_true else _apply_filter(node, bindings=bindings)
     elif isinstance(node, OrCondition):
         match = _apply_or(node, bindings=bindings, state=state, node_id=node_id)
     else:

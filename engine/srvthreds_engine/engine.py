@@ -10,7 +10,7 @@ from typing import Any
 
 from srvthreds_engine import errors, ids, templates
 from srvthreds_engine.addresses import ALL, THRED, AddressBook, ResolverConfig, SessionsModel
-from srvthreds_engine.conditions import apply_condition, test_condition
+from srvthreds_engine.conditions import apply_condition, test_carries_over, test_condition
 from srvthreds_engine.errors import EngineError
 from srvthreds_engine.events import (
     BROADCAST,
@@ -72,6 +72,8 @@ class _Run:
     pattern: Pattern
     original: dict[str, Any] | None
     from_reaction: str
+    # Set when routing's `test` already proved the first hop's filter true for this event.
+    first_filter_known_true: bool = False
 
 
 class Engine:
@@ -259,10 +261,13 @@ class Engine:
         bindings = Bindings(event)
         for pattern in list(self._patterns.values()):
             try:
-                if not test_condition(pattern.reactions[0].condition, bindings=bindings):
+                condition = pattern.reactions[0].condition
+                if not test_condition(condition, bindings=bindings):
                     continue
                 matched = True
-                thred_id = await self._create_thred(pattern, event=event)
+                thred_id = await self._create_thred(
+                    pattern, event=event, filter_known_true=test_carries_over(condition)
+                )
             except Exception as exc:
                 failures.append(_pattern_failure(pattern, event=event, exc=exc))
                 continue
@@ -359,6 +364,7 @@ class Engine:
         event: dict[str, Any] | None,
         parent: Thred | None = None,
         spawn: Spawn | None = None,
+        filter_known_true: bool = False,
     ) -> str | None:
         """Create a thred and apply its first input; atomic: a failure leaves nothing behind."""
         previous = await self._reserve_instance(pattern)
@@ -367,7 +373,7 @@ class Engine:
         thred = self._new_thred(pattern, parent=parent, spawn=spawn)
         try:
             async with self.storage.lock(f"Thred:{thred.id}"):
-                run = _Run(thred, pattern, None, pattern.reaction_names[0])
+                run = _Run(thred, pattern, None, pattern.reaction_names[0], filter_known_true)
                 if event is not None:
                     rebound = {**event, "thredId": thred.id}
                     run.original = rebound
@@ -430,8 +436,12 @@ class Engine:
         if restricted and not await self._authorised(reaction, event=event):
             return False, None
         bindings = self._bindings(run.thred, event=event)
+        known_true, run.first_filter_known_true = run.first_filter_known_true, False
         match = apply_condition(
-            reaction.condition, bindings=bindings, state=run.thred.reactionStore.conditionState
+            reaction.condition,
+            bindings=bindings,
+            state=run.thred.reactionStore.conditionState,
+            known_true=known_true,
         )
         if match is None:
             return False, None

@@ -9,6 +9,7 @@ from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 import jsonatapy
+from jsonata import jsonata as jsonata_reference
 
 _log = logging.getLogger("srvthreds_engine.expressions")
 
@@ -211,14 +212,25 @@ def _may_call_host(compiled_text: str) -> bool:
 class Expression:
     """One compiled JSONata expression with the engine's host functions registered."""
 
-    __slots__ = ("_calls_host", "_compiled", "_evaluate", "_variables", "may_write_scope", "text")
+    __slots__ = (
+        "_calls_host",
+        "_compiled",
+        "_evaluate",
+        "_field_equals",
+        "_looked_up",
+        "_variables",
+        "may_write_scope",
+        "reads_event_content_only",
+        "text",
+    )
 
     def __init__(self, text: str) -> None:
         self.text = text
         # Parse the text alone first so errors point into what the author wrote.
         try:
             jsonatapy.compile(text)
-            self._compiled = jsonatapy.compile(_with_wrappers(text))
+            rewritten, self._looked_up = _lookups_as_variables(text)
+            self._compiled = jsonatapy.compile(_with_wrappers(rewritten))
         except ValueError as exc:
             raise ExpressionError(text, problem=str(exc)) from exc
         for name, function in HOST_FUNCTIONS.items():
@@ -231,11 +243,24 @@ class Expression:
         self._variables = _named_variables(text)
         self.may_write_scope = "setLocal" in text or "$eval" in text
         # Only an expression that can reach a host function needs the bindings pushed for it.
-        self._calls_host = _may_call_host(_with_wrappers(text))
+        self._calls_host = _may_call_host(_with_wrappers(rewritten))
+        self.reads_event_content_only = reads_event_content_only(text)
+        self._field_equals = _field_equals_literal(text)
 
     def evaluate(self, bindings: Bindings) -> Any:
         """Evaluate against the bindings; `$setLocal` writes into `bindings.scope`."""
+        if self._field_equals is not None:
+            # The commonest filter, `$event.type = 'x'`, answered without the evaluator
+            # when the field is a string or absent (the only cases whose answer is plain).
+            name, literal = self._field_equals
+            value = bindings.event.get(name, _ABSENT)
+            if type(value) is str:
+                return value == literal
+            if value is _ABSENT:
+                return False
         variables = bindings.variables_named(self._variables)
+        if self._looked_up:
+            variables = _with_looked_up(variables, bindings=bindings, looked_up=self._looked_up)
         if not self._calls_host:
             try:
                 return self._evaluate(bindings.document(), variables)
@@ -248,6 +273,95 @@ class Expression:
             raise ExpressionError(self.text, problem=str(exc)) from exc
         finally:
             _ACTIVE.pop()
+
+
+_ABSENT = object()
+# `$event.<field> = '<literal>'`, the whole text.
+_FIELD_EQUALS_LITERAL = re.compile(
+    r"""\s*\$event\.([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?:'([^'\\]*)'|"([^"\\]*)")\s*"""
+)
+
+
+def _field_equals_literal(text: str) -> tuple[str, str] | None:
+    """`(field, literal)` when the whole text is `$event.<field> = '<literal>'`, else None."""
+    match = _FIELD_EQUALS_LITERAL.fullmatch(text)
+    if match is None:
+        return None
+    return match.group(1), match.group(2) if match.group(2) is not None else match.group(3)
+
+
+# `$valueNamed('<literal>')`: the one-argument form reads only the input event.
+_LITERAL_VALUE_NAMED = re.compile(r"""\$valueNamed\(\s*(?:'([^'\\]*)'|"([^"\\]*)")\s*\)""")
+
+
+def _lookups_as_variables(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    """`text` with each `$valueNamed('<name>')` read from a variable bound before evaluation.
+
+    The wrapper function that makes a missing value undefined is defined on every evaluation
+    and calls back into Python; an unbound variable is undefined too, and is found in Python
+    beforehand. Rewritten only where the parse proves every occurrence is such a call (none
+    inside a string, no redefinition, no `$eval`); otherwise the text is kept as is.
+    """
+    matches = list(_LITERAL_VALUE_NAMED.finditer(text))
+    if not matches or "$eval" in text or ":=" in text:
+        return text, ()
+    if text.count("$valueNamed") != len(matches) or _literal_lookups(text) != len(matches):
+        return text, ()
+    names = list(dict.fromkeys(match.group(1) or match.group(2) or "" for match in matches))
+    looked_up = tuple((f"__valueNamed_{index}", name) for index, name in enumerate(names))
+    variable_of = {name: variable for variable, name in looked_up}
+    rewritten = _LITERAL_VALUE_NAMED.sub(
+        lambda match: "$" + variable_of[match.group(1) or match.group(2) or ""], text
+    )
+    return rewritten, looked_up
+
+
+def _literal_lookups(text: str) -> int:
+    """How many one-literal-argument `$valueNamed` calls the parse tree holds (-1: no parse)."""
+    try:
+        tree = jsonata_reference.Jsonata(text).ast
+    except Exception:
+        return -1
+    seen: set[int] = set()
+    pending = [tree]
+    found = 0
+    while pending:
+        node = pending.pop()
+        if id(node) in seen or not hasattr(node, "type"):
+            continue
+        seen.add(id(node))
+        procedure = getattr(node, "procedure", None)
+        arguments = getattr(node, "arguments", None) or []
+        if (
+            node.type == "function"
+            and getattr(procedure, "value", None) == "valueNamed"
+            and len(arguments) == 1
+            and arguments[0].type == "string"
+        ):
+            found += 1
+        pending.extend(_children(node))
+    return found
+
+
+def _children(node: Any) -> list[Any]:
+    children: list[Any] = []
+    for value in vars(node).values():
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            # Object constructors hold `[key, value]` pairs.
+            children.extend(item if isinstance(item, list | tuple) else [item])
+    return [child for child in children if hasattr(child, "type")]
+
+
+def _with_looked_up(
+    variables: dict[str, Any], *, bindings: Bindings, looked_up: tuple[tuple[str, str], ...]
+) -> dict[str, Any]:
+    extended = dict(variables)
+    for variable, name in looked_up:
+        found = _value_named(name, bindings.event).get("v")
+        if found is not None:
+            extended[variable] = found
+    return extended
 
 
 def _with_wrappers(text: str) -> str:
@@ -276,3 +390,100 @@ def is_truthy(value: Any) -> bool:
     if isinstance(value, dict):
         return bool(value)
     return bool(value)
+
+
+# Built-ins whose result depends on their arguments alone: no clock, randomness or evaluation.
+_PURE_FUNCTIONS = frozenset(
+    {
+        *("string", "number", "boolean", "not", "exists", "contains", "length", "type"),
+        *("substring", "substringBefore", "substringAfter", "uppercase", "lowercase", "trim"),
+        *("pad", "split", "join", "match", "replace"),
+        *("count", "sum", "max", "min", "average", "abs", "floor", "ceil", "round"),
+    }
+)
+# Variables bound from the event's `data`, which rebinding the event to a thred leaves as is.
+_DATA_VARIABLES = frozenset(("data", "advice", "content", "values"))
+_PURE_OPERATORS = frozenset(
+    ("=", "!=", "<", "<=", ">", ">=", "and", "or", "in", "&", "+", "-", "*", "/", "%")
+)
+
+
+def reads_event_content_only(text: str) -> bool:
+    """Whether `text` provably has no side effect and reads only the event, never its thred id.
+
+    Such an expression gives the same result before and after an event is rebound to a new
+    thred (in another scope), so routing's `test` result may stand in for the apply step's
+    evaluation. Anything the check does not recognise (or cannot parse) counts as dependent.
+    """
+    try:
+        tree = jsonata_reference.Jsonata(text).ast
+    except Exception:
+        # A text this parser rejects is simply not provable; jsonatapy already accepted it.
+        return False
+    return _independent(tree)
+
+
+def _independent(node: Any) -> bool:
+    check = _NODE_CHECKS.get(node.type)
+    return check is not None and check(node)
+
+
+def _independent_binary(node: Any) -> bool:
+    return node.value in _PURE_OPERATORS and _independent(node.lhs) and _independent(node.rhs)
+
+
+def _independent_unary(node: Any) -> bool:
+    parts = [node.expression] if node.value == "-" else list(node.expressions or ())
+    return node.value in ("-", "[") and all(_independent(part) for part in parts)
+
+
+def _independent_condition(node: Any) -> bool:
+    branches = [node.condition, node.then, node._else]
+    return all(branch is None or _independent(branch) for branch in branches)
+
+
+def _independent_call(node: Any) -> bool:
+    procedure = node.procedure
+    return (
+        procedure.type == "variable"
+        and procedure.value in _PURE_FUNCTIONS
+        and all(_independent(argument) for argument in node.arguments or ())
+    )
+
+
+def _independent_path(node: Any) -> bool:
+    head, rest = node.steps[0], node.steps[1:]
+    if head.type != "variable" or head.stages or head.predicate:
+        return False
+    if any(not _plain_step(step) for step in rest):
+        return False
+    if head.value == "event":
+        # The whole event (or its thredId) changes when routing rebinds it to the new thred.
+        return bool(rest) and rest[0].value != "thredId"
+    return head.value in _DATA_VARIABLES
+
+
+def _plain_step(step: Any) -> bool:
+    return (
+        step.type == "name"
+        and not step.stages
+        and not step.predicate
+        and step.group is None
+        and step.focus is None
+        and step.index is None
+        and not step.tuple
+    )
+
+
+_NODE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "string": lambda _: True,
+    "number": lambda _: True,
+    "value": lambda _: True,
+    "regex": lambda _: True,
+    "variable": lambda node: node.value in _DATA_VARIABLES,
+    "path": _independent_path,
+    "binary": _independent_binary,
+    "unary": _independent_unary,
+    "condition": _independent_condition,
+    "function": _independent_call,
+}

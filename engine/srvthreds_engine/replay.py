@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from json import encoder as json_encoder
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -134,10 +135,32 @@ class Replay:
 
 # Output records are trees of fresh JSON data (no cycles to guard against).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False)
+# `JSONEncoder.encode` builds a C encoder (and a closure) on every call; this one is built
+# once with the very arguments `_ENCODER` would pass it (no markers: check_circular is off).
+_C_MAKE_ENCODER: Callable[..., Callable[[Any, int], Sequence[str]]] | None = getattr(
+    json_encoder, "c_make_encoder", None
+)
+_ONE_SHOT = (
+    None
+    if _C_MAKE_ENCODER is None
+    else _C_MAKE_ENCODER(
+        None,
+        _ENCODER.default,
+        json_encoder.encode_basestring,
+        None,
+        _ENCODER.key_separator,
+        _ENCODER.item_separator,
+        _ENCODER.sort_keys,
+        _ENCODER.skipkeys,
+        _ENCODER.allow_nan,
+    )
+)
 
 
 def _dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+    if _ONE_SHOT is None:
+        return _ENCODER.encode(value)
+    return "".join(_ONE_SHOT(value, 0))
 
 
 def _validated(model: type[ModelT], value: Any, *, where: str) -> ModelT:

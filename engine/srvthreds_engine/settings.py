@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 LogFormat = Literal["json", "text"]
+EventLoopChoice = Literal["auto", "asyncio", "uvloop"]
 
 
 class SettingsError(ValueError):
@@ -61,6 +62,11 @@ class Settings(BaseSettings):
     messages_kept: int = Field(
         default=200, ge=0, description="Outbound messages kept for GET /messages (embedded mode)."
     )
+    event_loop: EventLoopChoice = Field(
+        default="auto",
+        description="`uvloop`, `asyncio`, or `auto` (uvloop when installed): uvloop costs "
+        "less CPU per request than asyncio's loop.",
+    )
     shutdown_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Time SIGTERM/SIGINT waits for queued events to drain."
     )
@@ -70,7 +76,7 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("log_format", mode="before")
+    @field_validator("log_format", "event_loop", mode="before")
     @classmethod
     def _lower_format(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import cProfile
 import io
@@ -17,11 +18,13 @@ import time
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from srvthreds_engine.addresses import ResolverConfig, SessionsModel
+from srvthreds_engine.app import event_loop_factory
 from srvthreds_engine.events import Event
 from srvthreds_engine.patterns import Pattern, parse_pattern
 from srvthreds_engine.replay import Replay, run_replay
@@ -42,6 +45,7 @@ CPROFILED_MAIN = (
     "cProfile.run('srvthreds_engine.cli.main(sys.argv[2:])', sys.argv[1])"
 )
 PROFILE_TOP = 15
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # (a) one reaction that transforms and publishes: every event starts and ends a thred.
 PATTERN_A: dict[str, Any] = {
@@ -167,6 +171,7 @@ class Figures:
     cpu_seconds: float | None = None
     client_cpu_seconds: float | None = None
     client_lag: list[float] = field(default_factory=list)
+    server_p99: float | None = None
 
     @property
     def events_per_second(self) -> float:
@@ -392,9 +397,12 @@ class Completions:
 class EngineServer:
     """`srvthreds-engine run` in a child process on a free 127.0.0.1 port."""
 
-    def __init__(self, profile: Path, *, cprofile_to: Path | None = None) -> None:
+    def __init__(
+        self, profile: Path, *, cprofile_to: Path | None = None, log_level: str = "INFO"
+    ) -> None:
         self.profile = profile
         self.cprofile_to = cprofile_to
+        self.log_level = log_level
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: asyncio.subprocess.Process | None = None
@@ -404,7 +412,9 @@ class EngineServer:
     async def __aenter__(self) -> EngineServer:
         environment = os.environ | {
             "LOG_FORMAT": "json",
-            "LOG_LEVEL": "INFO",
+            "LOG_LEVEL": self.log_level,
+            # See `timer=` in server_runs: the profile is readable on asyncio's loop only.
+            "EVENT_LOOP": "asyncio" if self.cprofile_to else os.environ.get("EVENT_LOOP", "auto"),
             "MESSAGES_KEPT": "0",
             "EVENT_QUEUE_SIZE": "100000",
             "API_TOKEN": "",
@@ -501,16 +511,211 @@ async def open_loop(
     return latencies, loop.time() - start
 
 
+# --- raw load client (a separate process) ----------------------------------------------------
+
+LOAD_CONNECTIONS = 32
+REQUEST_HEAD = (
+    "POST /events HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    "Content-Length: {length}\r\n\r\n"
+)
+
+
+def post_request(event: dict[str, Any]) -> bytes:
+    """A pre-serialised keep-alive HTTP/1.1 request posting one event."""
+    body = json.dumps(event, separators=(",", ":")).encode()
+    return REQUEST_HEAD.format(length=len(body)).encode() + body
+
+
+class _KeepAliveConnection(asyncio.Protocol):
+    """One keep-alive connection; parses just enough HTTP/1.1 to find each response's end."""
+
+    def __init__(self, on_response: Callable[[_KeepAliveConnection, int], None]) -> None:
+        self._on_response = on_response
+        self._buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer += data
+        while True:
+            head_end = self._buffer.find(b"\r\n\r\n")
+            if head_end < 0:
+                return
+            head = self._buffer[:head_end].decode("latin-1").split("\r\n")
+            length = next(
+                int(line.split(":", 1)[1])
+                for line in head[1:]
+                if line.lower().startswith("content-length:")
+            )
+            end = head_end + 4 + length
+            if len(self._buffer) < end:
+                return
+            self._buffer = self._buffer[end:]
+            self._on_response(self, int(head[0].split()[1]))
+
+
+class OpenLoopClient:
+    """Sends pre-serialised requests at their scheduled times over a pool of connections.
+
+    A request's latency runs from its scheduled time (not its send) to its response, so a
+    request that waited for a free connection counts that wait (no coordinated omission).
+    """
+
+    def __init__(self, requests: list[bytes], *, rate: float) -> None:
+        self._requests = requests
+        self._rate = rate
+        self._loop = asyncio.get_running_loop()
+        self._idle: list[_KeepAliveConnection] = []
+        self._waiting: collections.deque[int] = collections.deque()
+        self._scheduled: dict[_KeepAliveConnection, float] = {}
+        self._start = 0.0
+        self.latencies: list[float] = []
+        self.send_lag: list[float] = []
+        self.statuses: collections.Counter[int] = collections.Counter()
+        self._done = self._loop.create_future()
+
+    async def connect(self, *, port: int, connections: int) -> None:
+        for _ in range(connections):
+            _, protocol = await self._loop.create_connection(
+                lambda: _KeepAliveConnection(self._answered), "127.0.0.1", port
+            )
+            self._idle.append(protocol)
+
+    async def run(self) -> float:
+        """Offer every request at the rate; the elapsed seconds until the last response."""
+        # perf_counter, not loop.time(): uvloop's clock has millisecond steps.
+        self._start = time.perf_counter()
+        for number in range(len(self._requests)):
+            scheduled = self._start + number / self._rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.send_lag.append(time.perf_counter() - scheduled)
+            if self._idle:
+                self._send(self._idle.pop(), number)
+            else:
+                self._waiting.append(number)
+        await self._done
+        return time.perf_counter() - self._start
+
+    def _send(self, connection: _KeepAliveConnection, number: int) -> None:
+        self._scheduled[connection] = self._start + number / self._rate
+        assert connection.transport is not None
+        connection.transport.write(self._requests[number])
+
+    def _answered(self, connection: _KeepAliveConnection, status: int) -> None:
+        self.latencies.append(time.perf_counter() - self._scheduled.pop(connection))
+        self.statuses[status] += 1
+        if self._waiting:
+            self._send(connection, self._waiting.popleft())
+        else:
+            self._idle.append(connection)
+        if len(self.latencies) == len(self._requests) and not self._done.done():
+            self._done.set_result(None)
+
+    def close(self) -> None:
+        for connection in [*self._idle, *self._scheduled]:
+            if connection.transport is not None:
+                connection.transport.close()
+
+
+async def _load_client(port: int, *, rate: float, events: list[Any]) -> dict[str, Any]:
+    requests = [post_request(event) for event in events]
+    client = OpenLoopClient(requests, rate=rate)
+    await client.connect(port=port, connections=LOAD_CONNECTIONS)
+    cpu_before = time.process_time()
+    try:
+        elapsed = await asyncio.wait_for(client.run(), COMPLETION_TIMEOUT)
+    finally:
+        client.close()
+    return {
+        "latencies": client.latencies,
+        "sendLag": client.send_lag,
+        "statuses": {str(status): n for status, n in client.statuses.items()},
+        "cpuSeconds": time.process_time() - cpu_before,
+        "elapsed": elapsed,
+    }
+
+
+def load_client_main(argv: list[str]) -> None:
+    """`python -m tests.bench.engine_bench load PORT RATE OUTPUT < events.json`.
+
+    Writes the figures as JSON to OUTPUT (a file, so that nothing else on stdout can mix in).
+    """
+    port, rate, output = int(argv[0]), float(argv[1]), Path(argv[2])
+    events = json.load(sys.stdin)
+    # The engine's own choice of loop: the cheaper the client, the less it disturbs the server.
+    with asyncio.Runner(loop_factory=event_loop_factory("auto")) as runner:
+        figures = runner.run(_load_client(port, rate=rate, events=events))
+    output.write_text(json.dumps(figures))
+
+
 async def warm_up(poster: Poster) -> None:
     loop = asyncio.get_running_loop()
     for number in range(200):  # imports, caches and the connection pool
         await poster.send(event_a(-1 - number), since=loop.time())
 
 
+async def server_histogram(poster: Poster) -> dict[float, float]:
+    """The engine's `srvthreds_event_latency_seconds` cumulative bucket counts, by bound."""
+    async with poster.session.get(f"{poster.server.base}/metrics") as response:
+        text = await response.text()
+    buckets: dict[float, float] = {}
+    for family in text_string_to_metric_families(text):
+        if family.name == "srvthreds_event_latency_seconds":
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    buckets[float(sample.labels["le"])] = sample.value
+    return buckets
+
+
+def histogram_quantile(
+    before: dict[float, float], after: dict[float, float], fraction: float
+) -> float:
+    """The `fraction` quantile of the observations between two scrapes, in seconds.
+
+    Interpolated linearly inside the bucket, as Prometheus' histogram_quantile does.
+    """
+    bounds = sorted(after)
+    counts = [after[bound] - before.get(bound, 0.0) for bound in bounds]
+    if not counts or counts[-1] <= 0:
+        return float("nan")
+    rank = fraction * counts[-1]
+    lower_bound, lower_count = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return lower_bound
+            share = (rank - lower_count) / (count - lower_count) if count > lower_count else 1.0
+            return lower_bound + share * (bound - lower_bound)
+        lower_bound, lower_count = bound, count
+    return lower_bound
+
+
+async def wait_processed(poster: Poster, *, total: float) -> float:
+    """Wait until the engine has processed `total` events since start; when it had, loop time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + COMPLETION_TIMEOUT
+    while loop.time() < deadline:
+        if (await server_histogram(poster)).get(float("inf"), 0.0) >= total:
+            return loop.time()
+        await asyncio.sleep(0.01)
+    raise RuntimeError(f"the engine did not process {total:.0f} events in {COMPLETION_TIMEOUT} s")
+
+
+async def warm_up_a(poster: Poster) -> None:
+    """Imports, caches and the connection pool: 200 events, then wait until processed."""
+    for number in range(200):
+        await poster.post([event_a(-1 - number)])
+    await wait_processed(poster, total=200)
+
+
 async def server_a_saturated(poster: Poster) -> Figures:
     loop = asyncio.get_running_loop()
     events = [event_a(number) for number in range(SERVER_THROUGHPUT_EVENTS)]
-    waiters = [poster.completions.expect(title_of(event)) for event in events]
     queue: asyncio.Queue[list[dict[str, Any]]] = asyncio.Queue()
     for i in range(0, len(events), SERVER_BATCH):
         queue.put_nowait(events[i : i + SERVER_BATCH])
@@ -519,44 +724,85 @@ async def server_a_saturated(poster: Poster) -> Figures:
         while not queue.empty():
             await poster.post(queue.get_nowait())
 
+    before = (await server_histogram(poster)).get(float("inf"), 0.0)
     cpu_before, client_before = poster.server.cpu_seconds(), time.process_time()
     started = loop.time()
     await asyncio.gather(*(post_batches() for _ in range(SERVER_POSTERS)))
-    done = await asyncio.wait_for(asyncio.gather(*waiters), COMPLETION_TIMEOUT)
+    finished = await wait_processed(poster, total=before + len(events))
     return Figures(
         "embedded server",
         "(a) one reaction, saturated",
         events=len(events),
-        seconds=max(arrived for arrived, _ in done) - started,
+        seconds=finished - started,
         cpu_seconds=poster.server.cpu_seconds() - cpu_before,
         client_cpu_seconds=time.process_time() - client_before,
         note=f"closed loop: batches of {SERVER_BATCH} events per POST, {SERVER_POSTERS} "
-        "posters; no latency",
+        "posters; completion seen by polling /metrics every 10 ms; no latency",
+    )
+
+
+async def run_load_client(poster: Poster, events: list[dict[str, Any]]) -> dict[str, Any]:
+    """The open-loop load client in its own process (so its CPU is not the engine's)."""
+    output = poster.server.profile.parent / "load-client.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "tests.bench.engine_bench",
+        "load",
+        str(poster.server.port),
+        str(OFFERED_RATE),
+        str(output),
+        stdin=asyncio.subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
+    await asyncio.wait_for(process.communicate(json.dumps(events).encode()), COMPLETION_TIMEOUT * 2)
+    if process.returncode != 0:
+        raise RuntimeError(f"the load client failed with exit status {process.returncode}")
+    figures: dict[str, Any] = json.loads(await asyncio.to_thread(output.read_text))
+    return figures
+
+
+async def offered_run(poster: Poster, events: list[dict[str, Any]], *, scenario: str) -> Figures:
+    """Offer `events` at OFFERED_RATE, one per POST, from the raw client in another process."""
+    histogram_before = await server_histogram(poster)
+    processed_before = histogram_before.get(float("inf"), 0.0)
+    cpu_before = poster.server.cpu_seconds()
+    load_before = machine_state()
+    load = await run_load_client(poster, events)
+    await wait_processed(poster, total=processed_before + len(events))
+    histogram_after = await server_histogram(poster)
+    server_p99 = histogram_quantile(histogram_before, histogram_after, 0.99)
+    server_p50 = histogram_quantile(histogram_before, histogram_after, 0.5)
+    refused = len(events) - int(load["statuses"].get("202", 0))
+    return Figures(
+        "embedded server",
+        scenario,
+        events=len(events),
+        seconds=float(load["elapsed"]),
+        latencies=[float(latency) for latency in load["latencies"]],
+        cpu_seconds=poster.server.cpu_seconds() - cpu_before,
+        client_cpu_seconds=float(load["cpuSeconds"]),
+        client_lag=[float(lag) for lag in load["sendLag"]],
+        server_p99=server_p99,
+        note=f"open loop, one event per POST, raw keep-alive client in its own process "
+        f"({LOAD_CONNECTIONS} connections); latency = scheduled send to HTTP 202 received. "
+        f"Server histogram, POST accepted to processed (messages dispatched): "
+        f"p50 {1000 * server_p50:.2f} ms, p99 {1000 * server_p99:.2f} ms; "
+        f"1-min load average {load_before} before, {machine_state()} after"
+        + (f"; {refused} refused" if refused else ""),
     )
 
 
 async def server_a_offered(poster: Poster, *, first: int = SERVER_THROUGHPUT_EVENTS) -> Figures:
-    async def send(number: int, scheduled: float) -> float:
-        return (await poster.send(event_a(first + number), since=scheduled))[0]
-
+    """(a) at OFFERED_RATE for OPEN_LOOP_SECONDS."""
     count = int(OFFERED_RATE * OPEN_LOOP_SECONDS)
-    cpu_before, client_before = poster.server.cpu_seconds(), time.process_time()
-    latencies, elapsed = await open_loop(count, rate=OFFERED_RATE, send=send)
-    return Figures(
-        "embedded server",
-        f"(a) one reaction, {OFFERED_RATE:,.0f} events/s offered",
-        events=count,
-        seconds=elapsed,
-        latencies=latencies,
-        cpu_seconds=poster.server.cpu_seconds() - cpu_before,
-        client_cpu_seconds=time.process_time() - client_before,
-        client_lag=list(CLIENT_LAG),
-        note="open loop, one event per POST; latency = scheduled send to answer dispatched",
-    )
+    events = [event_a(first + number) for number in range(count)]
+    scenario = f"(a) one reaction, {OFFERED_RATE:,.0f} events/s offered"
+    return await offered_run(poster, events, scenario=scenario)
 
 
 async def server_a(poster: Poster) -> list[Figures]:
-    await warm_up(poster)
+    await warm_up_a(poster)
     return [await server_a_saturated(poster), await server_a_offered(poster)]
 
 
@@ -590,53 +836,45 @@ async def server_b(poster: Poster) -> list[Figures]:
             client_cpu_seconds=time.process_time() - client_before,
             client_lag=list(CLIENT_LAG),
             note=f"{chains} chains started at {chain_rate:.0f}/s; each bound event POSTed "
-            "when the previous answer arrived; latency = POST to answer",
+            "when the previous answer arrived; latency = POST to answer seen in the log: the "
+            "server runs at LOG_LEVEL=DEBUG so that every message is logged, which costs it "
+            "CPU; aiohttp client in the benchmark process",
         )
     ]
 
 
 async def server_c(poster: Poster) -> list[Figures]:
-    await warm_up(poster)
+    """1,000 threds created in batches, then their bound events offered at OFFERED_RATE."""
+    await warm_up_a(poster)
     loop = asyncio.get_running_loop()
     starts = [event_b("start", 100_000 + n) for n in range(CONCURRENT_THREDS)]
-    waiters = [poster.completions.expect(title_of(event)) for event in starts]
+    processed_before = (await server_histogram(poster)).get(float("inf"), 0.0)
     cpu_before, client_before = poster.server.cpu_seconds(), time.process_time()
     started = loop.time()
     for i in range(0, len(starts), SERVER_BATCH):
         await poster.post(starts[i : i + SERVER_BATCH])
-    created = await asyncio.wait_for(asyncio.gather(*waiters), COMPLETION_TIMEOUT)
+    finished = await wait_processed(poster, total=processed_before + len(starts))
     creation = Figures(
         "embedded server",
         f"(c) creating {CONCURRENT_THREDS:,} threds",
         events=len(starts),
-        seconds=max(arrived for arrived, _ in created) - started,
+        seconds=finished - started,
         cpu_seconds=poster.server.cpu_seconds() - cpu_before,
         client_cpu_seconds=time.process_time() - client_before,
-        note=f"closed loop: batches of {SERVER_BATCH}",
+        note=f"closed loop: batches of {SERVER_BATCH}; completion seen by polling /metrics",
     )
-    thred_ids = [thred_id for _, thred_id in created]
+    async with poster.session.get(f"{poster.server.base}/threds?status=active") as response:
+        thred_ids = [view["id"] for view in (await response.json())["threds"]]
+    if len(thred_ids) != CONCURRENT_THREDS:
+        raise RuntimeError(f"expected {CONCURRENT_THREDS} active threds, found {len(thred_ids)}")
     bound = [
         event_b(kind, 100_000 + n, thred_id=thred_id)
         for kind in ("step", "finish")
         for n, thred_id in enumerate(thred_ids)
     ]
-
-    async def send(number: int, scheduled: float) -> float:
-        return (await poster.send(bound[number], since=scheduled))[0]
-
-    cpu_before, client_before = poster.server.cpu_seconds(), time.process_time()
-    latencies, elapsed = await open_loop(len(bound), rate=OFFERED_RATE, send=send)
-    offered = Figures(
-        "embedded server",
-        f"(c) {CONCURRENT_THREDS:,} live threds, {OFFERED_RATE:,.0f} bound events/s offered",
-        events=len(bound),
-        seconds=elapsed,
-        latencies=latencies,
-        cpu_seconds=poster.server.cpu_seconds() - cpu_before,
-        client_cpu_seconds=time.process_time() - client_before,
-        client_lag=list(CLIENT_LAG),
-        note="open loop, round robin over the threds (step, then finish)",
-    )
+    scenario = f"(c) {CONCURRENT_THREDS:,} live threds, {OFFERED_RATE:,.0f} bound events/s offered"
+    offered = await offered_run(poster, bound, scenario=scenario)
+    offered.note = "round robin over the threds (step, then finish); " + offered.note
     return [creation, offered]
 
 
@@ -645,9 +883,10 @@ async def with_server(
     run: Callable[[Poster], Coroutine[Any, Any, list[Figures]]],
     *,
     cprofile_to: Path | None = None,
+    log_level: str = "INFO",
 ) -> list[Figures]:
     async with (
-        EngineServer(profile, cprofile_to=cprofile_to) as server,
+        EngineServer(profile, cprofile_to=cprofile_to, log_level=log_level) as server,
         aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session,
     ):
         poster = Poster(server, session)
@@ -661,12 +900,14 @@ async def server_runs(scratch: Path) -> tuple[list[Figures], str]:
     """Every embedded-server scenario, then one more (a) run under cProfile for the profile."""
     profile = write_profile(scratch / "profile")
     figures: list[Figures] = []
-    for run in (server_a, server_b, server_c):
-        figures += await with_server(profile, run)
+    figures += await with_server(profile, server_a)
+    # (b) learns each chain's thred id from the DEBUG "message dispatched" log lines.
+    figures += await with_server(profile, server_b, log_level="DEBUG")
+    figures += await with_server(profile, server_c)
     stats_file = scratch / "server.pstats"
 
     async def profiled(poster: Poster) -> list[Figures]:
-        await warm_up(poster)
+        await warm_up_a(poster)
         return [await server_a_offered(poster, first=0)]
 
     [profiled_run] = await with_server(profile, profiled, cprofile_to=stats_file)
@@ -678,6 +919,8 @@ async def server_runs(scratch: Path) -> tuple[list[Figures], str]:
         f"served {profiled_run.events + 200:,} one-event POSTs of pattern (a) at "
         f"{OFFERED_RATE:,.0f} events/s",
         focus=("srvthreds_engine", "aiohttp", "json", "logging"),
+        timer="wall-clock timer; on asyncio's loop, not uvloop, so that idle time shows as "
+        "`epoll.poll` instead of being charged to the Python frame below uvloop's C loop",
     )
     return figures, text
 
@@ -707,7 +950,14 @@ def profile_core() -> str:
     )
 
 
-def profile_tables(stats: pstats.Stats, *, events: int, title: str, focus: tuple[str, ...]) -> str:
+def profile_tables(
+    stats: pstats.Stats,
+    *,
+    events: int,
+    title: str,
+    focus: tuple[str, ...],
+    timer: str = "wall-clock timer",
+) -> str:
     """Top functions by own time, and the `focus` modules' functions by cumulative time."""
     total = stats.total_tt  # type: ignore[attr-defined]
     entries: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
@@ -726,7 +976,7 @@ def profile_tables(stats: pstats.Stats, *, events: int, title: str, focus: tuple
     return "\n".join(
         [
             f"{title}: {1e6 * total / events:.0f} µs per event under the profiler "
-            "(wall-clock timer, profiler overhead included). "
+            f"({timer}, profiler overhead included). "
             "Top functions by own time (µs per event):",
             "",
             "| function | calls | own µs/event | cumulative µs/event | share of own time |",
@@ -752,6 +1002,25 @@ def _short(filename: str) -> str:
 # --- report ----------------------------------------------------------------------------------
 
 
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages (the machine is shared with other jobs)."""
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def machine_state() -> str:
+    """The 1-minute load average, with the CPU pressure when the kernel reports it."""
+    pressure = cpu_pressure()
+    return f"{os.getloadavg()[0]:.2f}" + (f" ({pressure})" if pressure else "")
+
+
+def cpu_pressure() -> str:
+    """Share of the last 10 s some runnable task waited for a CPU (Linux PSI), or ''."""
+    with contextlib.suppress(OSError, IndexError, ValueError):
+        some = Path("/proc/pressure/cpu").read_text().splitlines()[0]
+        return f"CPU pressure {float(some.split()[1].split('=')[1]):.0f}%"
+    return ""
+
+
 def machine() -> str:
     model = "unknown"
     with contextlib.suppress(OSError):
@@ -762,7 +1031,8 @@ def machine() -> str:
     load = ", ".join(f"{value:.2f}" for value in os.getloadavg())
     return (
         f"Machine: {os.cpu_count()} CPUs (`nproc`), {model}, Python {platform.python_version()} "
-        f"({platform.python_implementation()}), load average before the run {load} "
+        f"({platform.python_implementation()}), load average before the run {load}, "
+        f"{cpu_pressure() or 'no PSI'} "
         "(the machine is shared)."
     )
 
@@ -815,7 +1085,8 @@ def run_engine_benchmarks() -> str:
             "",
             header,
             "",
-            f"Command: `{COMMAND}`; took {time.monotonic() - started:.0f} s. "
+            f"Command: `{COMMAND}`; took {time.monotonic() - started:.0f} s; load average "
+            f"(1, 5, 15 min) at the end {load_average()}, {cpu_pressure() or 'no PSI'}. "
             "Latencies are per event. events/s: for replay and the core, events divided by "
             "the wall time spent processing them (the driver's own work excluded); for the "
             "server, events divided by the elapsed time. CPU µs/event: CPU time of the "
@@ -854,13 +1125,18 @@ def _targets(figures: list[Figures]) -> str:
         )
     if offered_a is not None:
         p99 = offered_a.percentile_ms(0.99)
-        verdict = "met" if p99 < 5 else "NOT met"
+        server_p99 = 1000 * (offered_a.server_p99 or float("nan"))
+        verdict = "met" if p99 < 5 and server_p99 < 5 else "NOT met"
         lines.append(
             f"- p99 < 5 ms at 1,000 events/s offered to the embedded server: "
-            f"p99 {p99:.2f} ms: **{verdict}**."
+            f"p99 {p99:.2f} ms from scheduled send to HTTP 202, p99 {server_p99:.2f} ms from "
+            f"POST accepted to processed (server histogram): **{verdict}**."
         )
     return "\n".join(lines)
 
 
 if __name__ == "__main__":
-    print(run_engine_benchmarks())
+    if sys.argv[1:2] == ["load"]:
+        load_client_main(sys.argv[2:])
+    else:
+        print(run_engine_benchmarks())

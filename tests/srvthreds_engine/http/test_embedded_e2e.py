@@ -256,7 +256,7 @@ async def test_run_embedded_serves_until_sigterm_and_drains(tmp_path: Path) -> N
         f"sys.exit(run_embedded(Path({str(DEMO_PROFILE)!r}), host='127.0.0.1', port={port}))"
     )
     log_file = tmp_path / "engine.log"
-    environment = os.environ | {"LOG_FORMAT": "json", "LOG_LEVEL": "INFO"}
+    environment = os.environ | {"LOG_FORMAT": "json", "LOG_LEVEL": "DEBUG"}
     with log_file.open("w") as log_sink:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-c", script, stderr=log_sink, env=environment, cwd=REPO_ROOT
@@ -370,3 +370,16 @@ async def test_probes_answer_while_a_backlog_is_processed(monkeypatch) -> None:
     finally:
         await api.session.close()
         await server.stop(drain_seconds=10)
+
+
+async def test_a_backlog_is_processed_and_each_event_latency_recorded() -> None:
+    server, api = await start_api(DEMO_PROFILE, settings=Settings())
+    try:
+        backlog = [ALERT | {"id": f"alert-{n}"} for n in range(30)]
+        assert (await api.post_events(backlog))[0] == 202
+        await asyncio.wait_for(server.runtime.idle(), DEADLINE_SECONDS)
+        await api.metrics_show("srvthreds_event_latency_seconds_count 30.0")
+        await api.metrics_show("srvthreds_messages_dispatched_total 30.0")
+    finally:
+        await api.session.close()
+        await server.stop(drain_seconds=5)

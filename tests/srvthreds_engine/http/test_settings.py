@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pydantic
 import pytest
 
+from srvthreds_engine.app import event_loop_factory
 from srvthreds_engine.settings import (
     Settings,
     SettingsError,
@@ -76,3 +78,20 @@ def test_the_variable_list_covers_the_documented_names() -> None:
     for name in ("PORT", "HOST", "REDIS_URL", "MONGODB_URL", "RABBITMQ_URL", "API_TOKEN"):
         assert name in names
     assert Settings.model_fields.keys()
+
+
+def test_the_event_loop_is_chosen_by_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVENT_LOOP", "AsyncIO")
+    assert load_settings().event_loop == "asyncio"
+    assert event_loop_factory("asyncio") is None
+    monkeypatch.setenv("EVENT_LOOP", "trio")
+    with pytest.raises(SettingsError, match="EVENT_LOOP='trio'"):
+        load_settings()
+
+
+def test_auto_falls_back_to_asyncio_without_uvloop(monkeypatch: pytest.MonkeyPatch) -> None:
+    # None in sys.modules makes `import uvloop` raise ImportError.
+    monkeypatch.setitem(sys.modules, "uvloop", None)
+    assert event_loop_factory("auto") is None
+    with pytest.raises(SettingsError, match="EVENT_LOOP='uvloop': uvloop is not installed"):
+        event_loop_factory("uvloop")
