@@ -217,6 +217,7 @@ class Expression:
         "_compiled",
         "_evaluate",
         "_field_equals",
+        "_joined",
         "_looked_up",
         "_variables",
         "may_write_scope",
@@ -246,6 +247,7 @@ class Expression:
         self._calls_host = _may_call_host(_with_wrappers(rewritten))
         self.reads_event_content_only = reads_event_content_only(text)
         self._field_equals = _field_equals_literal(text)
+        self._joined = _joined_parts(text)
 
     def evaluate(self, bindings: Bindings) -> Any:
         """Evaluate against the bindings; `$setLocal` writes into `bindings.scope`."""
@@ -258,6 +260,10 @@ class Expression:
                 return value == literal
             if value is _ABSENT:
                 return False
+        if self._joined is not None:
+            joined = _join_strings(self._joined, event=bindings.event)
+            if joined is not None:
+                return joined
         variables = bindings.variables_named(self._variables)
         if self._looked_up:
             variables = _with_looked_up(variables, bindings=bindings, looked_up=self._looked_up)
@@ -288,6 +294,57 @@ def _field_equals_literal(text: str) -> tuple[str, str] | None:
     if match is None:
         return None
     return match.group(1), match.group(2) if match.group(2) is not None else match.group(3)
+
+
+# One operand of a `&` chain: a string literal or a `$event.<name>.<name>...` path.
+_CHAIN_OPERAND = re.compile(
+    r"""\s*(?:'([^'\\]*)'|"([^"\\]*)"|\$event((?:\.[A-Za-z_][A-Za-z0-9_]*)+))\s*"""
+)
+JoinedPart = str | tuple[str, ...]
+
+
+def _joined_parts(text: str) -> tuple[JoinedPart, ...] | None:
+    """The operands when the whole text is string literals and `$event` paths joined by `&`.
+
+    A literal stays a str, a path becomes its tuple of names; None for any other text.
+    """
+    parts: list[JoinedPart] = []
+    position = 0
+    while True:
+        match = _CHAIN_OPERAND.match(text, position)
+        if match is None:
+            return None
+        literal = match.group(1) if match.group(1) is not None else match.group(2)
+        parts.append(literal if literal is not None else tuple(match.group(3)[1:].split(".")))
+        position = match.end()
+        if position == len(text):
+            break
+        if text[position] != "&":
+            return None
+        position += 1
+    has_path = any(isinstance(part, tuple) for part in parts)
+    return tuple(parts) if has_path else None
+
+
+def _join_strings(parts: tuple[JoinedPart, ...], *, event: dict[str, Any]) -> str | None:
+    """The joined text when every path leads through objects to a string; None otherwise.
+
+    Only then is JSONata's answer plain concatenation; anything else goes to the evaluator.
+    """
+    pieces: list[str] = []
+    for part in parts:
+        if isinstance(part, str):
+            pieces.append(part)
+            continue
+        value: Any = event
+        for name in part:
+            if type(value) is not dict:
+                return None
+            value = value.get(name)
+        if type(value) is not str:
+            return None
+        pieces.append(value)
+    return "".join(pieces)
 
 
 # `$valueNamed('<literal>')`: the one-argument form reads only the input event.

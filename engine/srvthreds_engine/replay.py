@@ -90,8 +90,12 @@ class Replay:
                 for record in self.persistence.log
             ],
         }
+        texts = self._thred_texts()
+        if not texts:
+            # Nothing stored (every thred ended): one encoder call does.
+            return _dumps({**head, "threds": [], **tail})
         # `{head…}` and `{…tail}` around the threds: two encoder calls, not one per part.
-        return f'{_dumps(head)[:-1]},"threds":[{",".join(self._thred_texts())}],{_dumps(tail)[1:]}'
+        return f'{_dumps(head)[:-1]},"threds":[{",".join(texts)}],{_dumps(tail)[1:]}'
 
     def _thred_texts(self) -> list[str]:
         # A saved thred is a new dict in the store, so identity tells whether a text is current.

@@ -163,3 +163,22 @@ def test_a_field_equals_literal_filter_gives_what_the_evaluator_gives(
     general = Expression(f"({text})")
     assert general._field_equals is None
     assert outcome(shortcut, event_) == outcome(general, event_)
+
+
+@pytest.mark.parametrize(
+    "text", ["$event.source.id", "'a ' & $event.id", "'x&y' & $event.source.id & \"!\""]
+)
+@pytest.mark.parametrize(
+    "source", [{"id": "c"}, {"id": ""}, {"id": 5}, {"id": None}, {"id": ["c"]}, {}, "c", None]
+)
+def test_a_join_of_literals_and_event_paths_gives_what_the_evaluator_gives(
+    text: str, source: Any
+) -> None:
+    event_: dict[str, Any] = {"id": "e1", "type": "t"}
+    if source is not None:
+        event_["source"] = source
+    shortcut = Expression(text)
+    assert shortcut._joined is not None
+    general = Expression(f"({text})")
+    assert general._joined is None
+    assert outcome(shortcut, event_) == outcome(general, event_)
