@@ -893,12 +893,20 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return path
 
 
+_MAX_LISTED_ERRORS = 5
+
+
 def _first_error(exc: pydantic.ValidationError) -> SpecError:
     errors = exc.errors(include_url=False)
     first = errors[0]
     problem = first["msg"]
-    if len(errors) > 1:
-        problem += f" (and {len(errors) - 1} more problem(s))"
+    # Every problem is named, so one round trip fixes the whole spec; the list stays bounded
+    # because it ends up in a status condition.
+    others = [f"{_location(e['loc']) or 'spec'}: {e['msg']}" for e in errors[1:_MAX_LISTED_ERRORS]]
+    if others:
+        problem += "; also " + "; ".join(others)
+    if len(errors) > _MAX_LISTED_ERRORS:
+        problem += f"; and {len(errors) - _MAX_LISTED_ERRORS} more"
     return SpecError(_location(first["loc"]) or "spec", problem)
 
 
