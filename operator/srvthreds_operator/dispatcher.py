@@ -122,6 +122,14 @@ class Dispatcher:
         finally:
             metrics.RECONCILE_DURATION.observe(time.perf_counter() - started)
         metrics.RECONCILES.labels(result=outcome.result.value).inc()
+        if outcome.result is Result.TERMINATING:
+            # Going away with its namespace: child events must not trigger passes any more; the
+            # reconciler keeps its memory so a late CR event costs one no-op pass, not a retry.
+            self._bodies.pop(key, None)
+            self._references.pop(key, None)
+            self._phases.pop(key, None)
+            metrics.publish_phases(self._phases)
+            return
         if key in self._bodies:
             self._phases[key] = outcome.phase
         metrics.publish_phases(self._phases)

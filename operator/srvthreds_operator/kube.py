@@ -7,6 +7,7 @@ kind to its plural and scope once per API version.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import json
 import logging
@@ -28,12 +29,39 @@ WriteRecorder = Callable[[str, str], None]
 logger = logging.getLogger(__name__)
 
 
+TERMINATING_REASON = "NamespaceTerminating"
+TERMINATING_TEXT = "because it is being terminated"
+
+
 class KubeError(Exception):
     """An API call failed; the message names the verb, the object and the server's reason."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, reasons: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(message)
         self.status = status
+        self.reasons = reasons
+        """The Status object's reason and its causes' reasons (e.g. NamespaceTerminating)."""
+
+    @property
+    def namespace_terminating(self) -> bool:
+        """True when the namespace is being deleted, so nothing new can be created in it."""
+        return self.status in (403, 409) and (
+            TERMINATING_REASON in self.reasons or TERMINATING_TEXT in str(self)
+        )
+
+
+class KindNotServedError(KubeError):
+    """The API server does not serve this kind (e.g. an optional CRD is not installed)."""
+
+    def __init__(self, *, api_version: str, kind: str) -> None:
+        super().__init__(
+            f"the API server does not serve {kind} in {api_version} (is its CRD installed?)",
+            status=404,
+        )
+        self.api_version = api_version
+        self.kind = kind
 
 
 class ConflictError(KubeError):
@@ -150,10 +178,7 @@ class ApiKube:
     ) -> str:
         kinds = await self._discover(api_version, kind=kind)
         if kind not in kinds:
-            raise KubeError(
-                f"the API server does not serve {kind} in {api_version} (is its CRD installed?)",
-                status=404,
-            )
+            raise KindNotServedError(api_version=api_version, kind=kind)
         plural, namespaced = kinds[kind]
         group, _ = _split_api_version(api_version)
         path = f"/api/{api_version}" if not group else f"/apis/{api_version}"
@@ -194,10 +219,11 @@ class ApiKube:
                 _return_http_data_only=True,
             )
         except ApiException as error:
-            message = f"{method} {path}: {error.status} {error.reason}: {_server_message(error)}"
-            if error.status == 409:
-                raise ConflictError(message, status=409) from error
-            raise KubeError(message, status=error.status) from error
+            decoded = _server_status(error)
+            message = f"{method} {path}: {error.status} {error.reason}: {decoded.message}"
+            if error.status == 409 and TERMINATING_REASON not in decoded.reasons:
+                raise ConflictError(message, status=409, reasons=decoded.reasons) from error
+            raise KubeError(message, status=error.status, reasons=decoded.reasons) from error
         return result if isinstance(result, dict) else {}
 
     async def apply(
@@ -321,13 +347,26 @@ class ApiKube:
             logger.warning("could not record event %s: %s", reason, error)
 
 
-def _server_message(error: ApiException) -> str:
+@dataclasses.dataclass(frozen=True)
+class _ServerStatus:
+    message: str
+    reasons: tuple[str, ...]
+
+
+def _server_status(error: ApiException) -> _ServerStatus:
+    """The message and reasons of the metav1.Status body the API server sends with an error."""
     raw: Any = error.body
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw or "")
     try:
         decoded = json.loads(text)
     except ValueError:
-        return text[:500]
-    if isinstance(decoded, dict):
-        return str(decoded.get("message", ""))[:2000]
-    return text[:500]
+        return _ServerStatus(message=text[:500], reasons=())
+    if not isinstance(decoded, dict):
+        return _ServerStatus(message=text[:500], reasons=())
+    causes = (decoded.get("details") or {}).get("causes") or []
+    reasons = [str(decoded.get("reason") or "")]
+    reasons += [str(c.get("reason") or "") for c in causes if isinstance(c, dict)]
+    return _ServerStatus(
+        message=str(decoded.get("message", ""))[:2000],
+        reasons=tuple(reason for reason in reasons if reason),
+    )

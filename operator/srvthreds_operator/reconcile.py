@@ -17,7 +17,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from srvthreds_operator.kube import FIELD_MANAGER, Kube, KubeError
+from srvthreds_operator.kube import FIELD_MANAGER, KindNotServedError, Kube, KubeError
 from srvthreds_operator.ledger import ApplyLedger, ChildKey, child_key, owns_field
 from srvthreds_operator.status import (
     Observation,
@@ -96,6 +96,8 @@ class Result(enum.StrEnum):
     PAUSED = "paused"
     INVALID = "invalid"
     ERROR = "error"
+    TERMINATING = "terminating"
+    """The CR or its namespace is being deleted: nothing was done and no retry is due."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,20 +182,54 @@ def endpoints(children: Iterable[Mapping[str, Any]]) -> dict[str, str]:
     return found
 
 
-def observe_workloads(children: Iterable[Mapping[str, Any]]) -> list[WorkloadObservation]:
+def hpa_floors(children: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], int]:
+    """(kind, name) of each workload an HPA scales -> that HPA's minReplicas (default 1)."""
+    floors: dict[tuple[str, str], int] = {}
+    for child in children:
+        if child.get("kind") != "HorizontalPodAutoscaler":
+            continue
+        spec = child.get("spec") or {}
+        target = spec.get("scaleTargetRef") or {}
+        if target.get("kind") and target.get("name"):
+            floors[(str(target["kind"]), str(target["name"]))] = int(spec.get("minReplicas", 1))
+    return floors
+
+
+def observe_workloads(children: Sequence[Mapping[str, Any]]) -> list[WorkloadObservation]:
     """Every Deployment/StatefulSet among the live children, reduced for the status."""
+    floors = hpa_floors(children)
     observed = []
     for child in children:
-        if child.get("kind") not in ("Deployment", "StatefulSet"):
+        if child.get("kind") not in SCALED_KINDS:
             continue
-        labels = (child.get("metadata") or {}).get("labels") or {}
-        label = str(labels.get("app.kubernetes.io/component", ""))
+        metadata = child.get("metadata") or {}
+        label = str((metadata.get("labels") or {}).get("app.kubernetes.io/component", ""))
+        floor = floors.get((str(child.get("kind")), str(metadata.get("name", ""))), 0)
         observed.append(
             observe_workload(
-                child, component=component_key(label), broker=label in BROKER_COMPONENTS
+                child,
+                component=component_key(label),
+                broker=label in BROKER_COMPONENTS,
+                floor=floor,
             )
         )
     return observed
+
+
+def seeded_replicas(manifest: Manifest, *, desired: Sequence[Manifest]) -> Manifest | None:
+    """The manifest with replicas = the HPA's minReplicas, for a workload an HPA will scale.
+
+    Why: the operator leaves `replicas` to the HPA, so a workload created without it would start
+    at 1 and look ready before the HPA raises it to its floor; only the creation is seeded.
+    """
+    spec = manifest.get("spec") or {}
+    if manifest.get("kind") not in SCALED_KINDS or "replicas" in spec:
+        return None
+    name = str((manifest.get("metadata") or {}).get("name", ""))
+    floor = hpa_floors(desired).get((str(manifest.get("kind")), name))
+    if floor is None:
+        return None
+    return {**manifest, "spec": {**spec, "replicas": floor}}
 
 
 def owned_by(obj: Mapping[str, Any], *, uid: str) -> bool:
@@ -206,12 +242,20 @@ def owned_by(obj: Mapping[str, Any], *, uid: str) -> bool:
 class _Memory:
     """What the reconciler remembers per CR between passes (lost on restart, by design)."""
 
+    uid: str = ""
     phase: str | None = None
     paused: bool = False
     error: str | None = None
-    written: Mapping[str, Any] | None = None
-    stored_after_write: Mapping[str, Any] | None = None
-    version_before_write: str | None = None
+    sent: Mapping[str, Any] | None = None
+    """The status we last wrote (without lastReconcileTime)."""
+    stored: Mapping[str, Any] | None = None
+    """The status the API server answered that write with (without status.kopf)."""
+    skipped: frozenset[str] = frozenset()
+    terminating: bool = False
+
+
+class _NamespaceTerminatingError(Exception):
+    """Raised out of the apply loop: the namespace is being deleted, so stop the pass."""
 
 
 @dataclasses.dataclass
@@ -227,6 +271,7 @@ class _Pass:
     pruned: list[ChildKey] = dataclasses.field(default_factory=list)
     live: list[Manifest] = dataclasses.field(default_factory=list)
     problem: Problem | None = None
+    skipped: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def selector(self) -> str:
@@ -256,13 +301,8 @@ class Reconciler:
         self._memory.pop((namespace, name), None)
 
     async def reconcile(self, body: Mapping[str, Any]) -> Outcome:
-        """One pass over the CR body: the checklist below returns at its first final step."""
+        """One pass over the CR body; stops for good once the CR or its namespace goes away."""
         metadata = body.get("metadata") or {}
-        memory = self._memory.setdefault(
-            (str(metadata.get("namespace", "")), str(metadata.get("name", ""))),
-            _memory_from_status(body.get("status") or {}),
-        )
-        body = _freshest(body, memory=memory)
         run = _Pass(
             body=body,
             namespace=str(metadata.get("namespace", "")),
@@ -270,6 +310,30 @@ class Reconciler:
             uid=str(metadata.get("uid", "")),
             generation=int(metadata.get("generation", 0)),
         )
+        memory = self._memory.get((run.namespace, run.name))
+        if memory is None or memory.uid != run.uid:
+            memory = _memory_from_status(body.get("status") or {}, uid=run.uid)
+            self._memory[(run.namespace, run.name)] = memory
+        if metadata.get("deletionTimestamp"):
+            return self._stop(run, memory=memory, why="the cluster is being deleted")
+        if memory.terminating:
+            return Outcome(result=Result.TERMINATING, phase=str(memory.phase))
+        try:
+            return await self._checklist(run, memory=memory)
+        except _NamespaceTerminatingError:
+            return self._stop(run, memory=memory, why=f"namespace {run.namespace} is terminating")
+
+    def _stop(self, run: _Pass, *, memory: _Memory, why: str) -> Outcome:
+        """NB: retrying would only meet 403s (nothing new may be created in a terminating
+        namespace) and each failed pass's status write would trigger the next one."""
+        if not memory.terminating:
+            logger.info("%s/%s: %s; reconciliation stops", run.namespace, run.name, why)
+        memory.terminating = True
+        return Outcome(result=Result.TERMINATING, phase=str(memory.phase))
+
+    async def _checklist(self, run: _Pass, *, memory: _Memory) -> Outcome:
+        """The checklist below returns at its first final step."""
+        body = run.body
         try:
             cluster = self._blueprint.parse(body)
         except InvalidSpecError as error:
@@ -313,6 +377,12 @@ class Reconciler:
         for manifest in desired:
             key = child_key(manifest)
             live = existing.get(key)
+            seeded = seeded_replicas(manifest, desired=desired) if live is None else None
+            if seeded is not None:
+                # Created at the HPA's floor; the hand-off below then releases replicas to it.
+                live = await self._apply(seeded, run=run)
+                if live is None:
+                    continue
             if self._ledger.needs_apply(manifest, live=live):
                 await self._hand_off_replicas(manifest, live=live, run=run)
                 live = await self._apply(manifest, run=run)
@@ -363,13 +433,23 @@ class Reconciler:
         key = child_key(manifest)
         try:
             live = await self._kube.apply(manifest)
+        except KindNotServedError as error:
+            # Optional kinds (ServiceMonitor, PrometheusRule) whose CRD is absent: not a failure;
+            # a later pass creates them once the CRD is served.
+            run.skipped.append(
+                f"{error.kind} {key[3]} skipped: {error.api_version} is not installed"
+            )
+            return None
         except KubeError as error:
+            if error.namespace_terminating:
+                raise _NamespaceTerminatingError from error
             logger.warning("apply %s/%s failed: %s", key[1], key[3], error)
             if run.problem is None:
                 run.problem = Problem("ApplyFailed", f"apply {key[1]} {key[3]}: {error}")
             return None
         self._ledger.record(manifest, live=live)
-        run.applied.append(key)
+        if key not in run.applied:
+            run.applied.append(key)
         return live
 
     async def _prune(
@@ -427,6 +507,7 @@ class Reconciler:
             problem=run.problem,
             engine_selector=engine_selector(run.live),
             endpoints=endpoints(run.live),
+            skipped=tuple(run.skipped),
         )
 
     async def _report(self, run: _Pass, *, memory: _Memory, hibernate: bool) -> Outcome:
@@ -437,6 +518,9 @@ class Reconciler:
         if error is not None and error != memory.error:
             await self._event(run, type_="Warning", reason="ReconcileFailed", note=error)
         memory.error = error
+        for note in sorted(set(run.skipped) - memory.skipped):
+            await self._event(run, type_="Warning", reason="OptionalKindMissing", note=note)
+        memory.skipped = frozenset(run.skipped)
         observation = self._observation(run, hibernate=hibernate)
         written = await self._write_status(run, memory=memory, observation=observation)
         return Outcome(
@@ -448,14 +532,22 @@ class Reconciler:
         )
 
     async def _write_status(self, run: _Pass, *, memory: _Memory, observation: Observation) -> bool:
-        stored = dict(run.body.get("status") or {})
+        """NB: the baseline is the status the API server answered our last write with, not the
+        body's: a pass may run on a body the watch delivered before (or in between) our own
+        writes, and comparing with that stale status would flip conditions back and forth, move
+        their lastTransitionTime and write again. Only the operator writes this status, so what
+        it last wrote is the newest there is; the body is the baseline only before our first
+        write (e.g. after a restart)."""
+        stored = memory.stored if memory.stored is not None else dict(run.body.get("status") or {})
         computed = compute_status(observation, previous=stored, now=self._clock())
         phase = str(computed["phase"])
         if memory.phase is not None and memory.phase != phase:
             note = f"phase {memory.phase} -> {phase}"
             await self._event(run, type_="Normal", reason="PhaseChanged", note=note)
         memory.phase = phase
-        if not status_differs(computed, stored) or _already_written(memory, computed, stored):
+        # A field the API server prunes or normalises differs from what we sent every time:
+        # having sent exactly this status already, sending it again would change nothing.
+        if not status_differs(computed, stored) or memory.sent == computed:
             return False
         try:
             patched = await self._kube.patch_status(
@@ -469,9 +561,8 @@ class Reconciler:
             # The next trigger retries; a CR deleted mid-pass lands here too.
             logger.warning("status of %s/%s not written: %s", run.namespace, run.name, error)
             return False
-        memory.written = computed
-        memory.stored_after_write = patched.get("status") or {}
-        memory.version_before_write = (run.body.get("metadata") or {}).get("resourceVersion")
+        memory.sent = computed
+        memory.stored = {k: v for k, v in (patched.get("status") or {}).items() if k != "kopf"}
         return True
 
     async def _event(self, run: _Pass, *, type_: str, reason: str, note: str) -> None:
@@ -490,36 +581,13 @@ class Reconciler:
         )
 
 
-def _memory_from_status(status: Mapping[str, Any]) -> _Memory:
+def _memory_from_status(status: Mapping[str, Any], *, uid: str) -> _Memory:
     """After a restart, the stored status says which Events were already recorded."""
     paused = any(
         c.get("type") == "Paused" and c.get("status") == "True"
         for c in status.get("conditions") or []
     )
-    return _Memory(phase=status.get("phase"), paused=paused, error=status.get("lastError"))
-
-
-def _already_written(
-    memory: _Memory, computed: Mapping[str, Any], stored: Mapping[str, Any]
-) -> bool:
-    """NB: guards against a write loop when the API server prunes or normalises a field we send:
-    if we already wrote this exact status and the stored one is what the server answered then,
-    writing again would change nothing."""
-    if memory.written is None or memory.stored_after_write is None:
-        return False
-    return dict(memory.written) == dict(computed) and not status_differs(
-        {k: v for k, v in memory.stored_after_write.items() if k != "kopf"},
-        {k: v for k, v in stored.items() if k != "kopf"},
-    )
-
-
-def _freshest(body: Mapping[str, Any], *, memory: _Memory) -> Mapping[str, Any]:
-    """NB: a pass may start before the watch delivered our own last status write; the body is
-    then the one that write was based on, so its status is swapped for the one we stored."""
-    version = (body.get("metadata") or {}).get("resourceVersion")
-    if version is None or version != memory.version_before_write or not memory.stored_after_write:
-        return body
-    return {**body, "status": memory.stored_after_write}
+    return _Memory(uid=uid, phase=status.get("phase"), paused=paused, error=status.get("lastError"))
 
 
 def _hibernate(body: Mapping[str, Any]) -> bool:

@@ -86,16 +86,22 @@ class Observation:
     spec_invalid: bool = False
     engine_selector: str | None = None
     endpoints: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    skipped: Sequence[str] = ()
+    """Why optional children were not applied (e.g. "ServiceMonitor skipped: ... not installed")."""
 
 
 def observe_workload(
-    live: Mapping[str, Any], *, component: str, broker: bool = False
+    live: Mapping[str, Any], *, component: str, broker: bool = False, floor: int = 0
 ) -> WorkloadObservation:
-    """Reduce a live Deployment/StatefulSet to the counts the phase depends on."""
+    """Reduce a live Deployment/StatefulSet to the counts the phase depends on.
+
+    `floor` is the minReplicas of an HPA that scales this workload: until the HPA has raised the
+    workload to it, the workload is not ready (the HPA acts only every 15 s or so).
+    """
     metadata = live.get("metadata") or {}
     spec = live.get("spec") or {}
     status = live.get("status") or {}
-    desired = int(spec.get("replicas", 1))
+    desired = max(floor, int(spec.get("replicas", 1)))
     return WorkloadObservation(
         name=str(metadata.get("name", "")),
         component=component,
@@ -156,7 +162,8 @@ class _Verdict:
 
 def _ready_verdict(observation: Observation, phase: Phase) -> _Verdict:
     if phase is Phase.READY:
-        return _Verdict(status=True, reason="AllComponentsReady", message="all workloads ready")
+        message = _with_skipped("all workloads ready", observation)
+        return _Verdict(status=True, reason="AllComponentsReady", message=message)
     if phase is Phase.HIBERNATED:
         return _Verdict(False, "Hibernated", "apps are scaled to zero; data is kept")
     waiting = [w for w in observation.workloads if not w.settled]
@@ -196,7 +203,16 @@ def _brokers_verdict(observation: Observation) -> _Verdict:
 def _reconcile_verdict(observation: Observation) -> _Verdict:
     if observation.problem is not None:
         return _Verdict(False, observation.problem.reason, observation.problem.message)
+    if observation.skipped:
+        message = _with_skipped("every other desired child is applied", observation)
+        return _Verdict(True, "AppliedWithSkips", message)
     return _Verdict(True, "Applied", "every desired child is applied")
+
+
+def _with_skipped(message: str, observation: Observation) -> str:
+    if not observation.skipped:
+        return message
+    return f"{message}; {'; '.join(observation.skipped)}"
 
 
 def _paused_verdict(observation: Observation) -> _Verdict:

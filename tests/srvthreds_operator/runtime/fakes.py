@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Mapping
 from typing import Any
 
-from srvthreds_operator.kube import ConflictError, KubeError
+from srvthreds_operator.kube import ConflictError, KindNotServedError, KubeError
 from srvthreds_operator.ledger import ChildKey, child_key
 from srvthreds_operator.reconcile import InvalidSpecError
 
@@ -22,6 +22,10 @@ class FakeKube:
         self.writes: list[tuple[str, str, str]] = []
         self.events: list[tuple[str, str]] = []
         self.fail_apply: set[str] = set()
+        self.unserved: set[str] = set()
+        """Kinds whose CRD is not installed."""
+        self.terminating = False
+        """Whether the namespace is being deleted (creating anything in it is refused)."""
         self._uids = itertools.count(1)
         self._versions = itertools.count(1)
 
@@ -54,7 +58,16 @@ class FakeKube:
         self.writes.append(("apply", key[1], key[3]))
         if key[3] in self.fail_apply:
             raise KubeError(f"PATCH {key[3]}: 422 Unprocessable: refused", status=422)
+        if key[1] in self.unserved:
+            raise KindNotServedError(api_version=key[0], kind=key[1])
         old = self.objects.get(key)
+        if old is None and self.terminating:
+            raise KubeError(
+                f"PATCH {key[3]}: 403 Forbidden: unable to create new content in namespace"
+                f" {key[2]} because it is being terminated",
+                status=403,
+                reasons=("Forbidden", "NamespaceTerminating"),
+            )
         if manager != "srvthreds-operator":
             return self._co_own(key, manifest, manager=manager)
         live = copy.deepcopy(dict(manifest))
@@ -106,6 +119,8 @@ class FakeKube:
     async def list(
         self, *, api_version: str, kind: str, namespace: str | None, label_selector: str
     ) -> list[Manifest]:
+        if kind in self.unserved:
+            return []
         wanted = dict(part.split("=", 1) for part in label_selector.split(","))
         return [
             copy.deepcopy(obj)
@@ -215,7 +230,8 @@ class FakeBlueprint:
             }
         ]
         hibernate = spec.get("hibernate") is True
-        autoscaling = bool((spec.get("engine") or {}).get("autoscaling"))
+        autoscaling = (spec.get("engine") or {}).get("autoscaling")
+        monitoring = spec.get("monitoring") is True
         replicas = 0 if hibernate else (spec.get("engine") or {}).get("replicas", 1)
         secret_name = f"{name}-redis-credentials"
         password = (credentials.get(secret_name) or {}).get("password", "generated")
@@ -271,7 +287,23 @@ class FakeBlueprint:
                     "apiVersion": "autoscaling/v2",
                     "kind": "HorizontalPodAutoscaler",
                     "metadata": meta(f"{name}-engine", "engine"),
-                    "spec": {},
+                    "spec": {
+                        "scaleTargetRef": {
+                            "apiVersion": "apps/v1",
+                            "kind": "Deployment",
+                            "name": f"{name}-engine",
+                        },
+                        "minReplicas": 2 if autoscaling is True else autoscaling["minReplicas"],
+                    },
+                }
+            )
+        if monitoring:
+            children.append(
+                {
+                    "apiVersion": "monitoring.coreos.com/v1",
+                    "kind": "ServiceMonitor",
+                    "metadata": meta(f"{name}-engine", "engine"),
+                    "spec": {"endpoints": [{"port": "metrics"}]},
                 }
             )
         return children
@@ -283,4 +315,5 @@ class FakeBlueprint:
             ("apps/v1", "Deployment"),
             ("apps/v1", "StatefulSet"),
             ("autoscaling/v2", "HorizontalPodAutoscaler"),
+            ("monitoring.coreos.com/v1", "ServiceMonitor"),
         ]

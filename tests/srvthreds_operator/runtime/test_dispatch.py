@@ -162,3 +162,22 @@ def test_owning_cluster_reads_the_owner_reference() -> None:
     }
     assert owning_cluster(child) == ("ns", "x")
     assert owning_cluster({"metadata": {}}) is None
+
+
+async def test_a_cluster_in_a_terminating_namespace_is_dropped_so_child_events_retry_nothing() -> (
+    None
+):
+    kube = FakeKube()
+    kube.put(cluster_body())
+    dispatcher = dispatcher_with(kube)
+    dispatcher.cluster_event(event_type=None, body=cluster_body())
+    await dispatcher.queue.join()
+    kube.terminating = True
+    engine = kube.objects.pop(("apps/v1", "Deployment", "ns", "x-engine"))
+    dispatcher.child_event(body=engine)
+    await dispatcher.queue.join()
+    assert dispatcher.clusters == []
+    kube.writes.clear()
+    dispatcher.child_event(body=engine)
+    assert not dispatcher.queue.busy
+    assert kube.writes == []

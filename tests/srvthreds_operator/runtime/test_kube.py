@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from kubernetes_asyncio.client.exceptions import ApiException
 
-from srvthreds_operator.kube import ApiKube, ConflictError, KubeError
+from srvthreds_operator.kube import ApiKube, ConflictError, KindNotServedError, KubeError
 
 DISCOVERY = {
     "/apis/apps/v1": {
@@ -212,3 +212,54 @@ async def test_a_kind_missing_from_cached_discovery_is_looked_up_again(
     api.response = {"items": []}
     await kube.list(api_version="apps/v1", kind="Deployment", namespace="ns", label_selector="a=b")
     assert api.calls[-1]["path"] == "/apis/apps/v1/namespaces/ns/deployments"
+
+
+def terminating_error(status: int) -> ApiException:
+    error = ApiException(status=status, reason="Forbidden")
+    error.body = json.dumps(
+        {
+            "kind": "Status",
+            "reason": "Forbidden",
+            "message": 'deployments "x-engine" is forbidden: unable to create new content in'
+            " namespace ns because it is being terminated",
+            "details": {"causes": [{"reason": "NamespaceTerminating", "field": "metadata"}]},
+        }
+    ).encode()
+    return error
+
+
+@pytest.mark.parametrize("status", [403, 409])
+async def test_a_terminating_namespace_is_recognised_from_the_status_causes(
+    kube: ApiKube, api: FakeApiClient, status: int
+) -> None:
+    path = "/apis/apps/v1/namespaces/ns/deployments/x-engine"
+    api.errors[("PATCH", path)] = terminating_error(status)
+    with pytest.raises(KubeError) as raised:
+        await kube.apply(DEPLOYMENT)
+    assert raised.value.namespace_terminating
+    assert not isinstance(raised.value, ConflictError)
+    assert "NamespaceTerminating" in raised.value.reasons
+
+
+async def test_an_ordinary_forbidden_error_is_not_mistaken_for_a_terminating_namespace(
+    kube: ApiKube, api: FakeApiClient
+) -> None:
+    path = "/apis/apps/v1/namespaces/ns/deployments/x-engine"
+    api.errors[("PATCH", path)] = api_error(403, "cannot patch deployments")
+    with pytest.raises(KubeError) as raised:
+        await kube.apply(DEPLOYMENT)
+    assert not raised.value.namespace_terminating
+
+
+async def test_applying_a_kind_without_its_crd_is_a_kind_not_served_error(kube: ApiKube) -> None:
+    monitor = {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {"name": "m", "namespace": "ns"},
+    }
+    with pytest.raises(KindNotServedError) as raised:
+        await kube.apply(monitor)
+    assert (raised.value.api_version, raised.value.kind) == (
+        "monitoring.coreos.com/v1",
+        "ServiceMonitor",
+    )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import copy
+import itertools
+import logging
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from srvthreds_operator.kube import KubeError
-from srvthreds_operator.ledger import ChildKey
+from srvthreds_operator.ledger import ChildKey, owns_field
 from srvthreds_operator.reconcile import Reconciler, Result
 
 from .fakes import FakeBlueprint, FakeKube
@@ -348,3 +351,119 @@ async def test_a_cluster_deleted_mid_pass_does_not_crash_the_pass(
     del kube.objects[CR_KEY]
     outcome = await reconciler.reconcile(body)
     assert not outcome.status_written
+
+
+def ticking_clock() -> Callable[[], str]:
+    ticks = itertools.count()
+    return lambda: f"2026-01-01T00:00:{next(ticks):02d}Z"
+
+
+async def test_a_late_watch_event_of_our_own_earlier_write_neither_writes_nor_moves_times(
+    kube: FakeKube,
+) -> None:
+    reconciler = Reconciler(kube=kube, blueprint=FakeBlueprint(), clock=ticking_clock())
+    before_any_write = cr(kube)
+    await reconciler.reconcile(before_any_write)
+    progressing = cr(kube)
+    make_ready(kube)
+    # The watch has not delivered our first write yet: the pass runs on the older body.
+    await reconciler.reconcile(before_any_write)
+    ready = copy.deepcopy(conditions(kube)["Ready"])
+    assert ready["status"] == "True"
+    kube.writes.clear()
+    # Now the watch delivers our first write (Ready=False) late.
+    outcome = await reconciler.reconcile(progressing)
+    assert not outcome.status_written
+    assert kube.writes == []
+    assert conditions(kube)["Ready"] == ready
+
+
+async def test_a_condition_keeps_its_transition_time_while_its_status_holds(
+    kube: FakeKube,
+) -> None:
+    reconciler = Reconciler(kube=kube, blueprint=FakeBlueprint(), clock=ticking_clock())
+    await reconciler.reconcile(cr(kube))
+    make_ready(kube)
+    await reconciler.reconcile(cr(kube))
+    ready_since = conditions(kube)["Ready"]["lastTransitionTime"]
+    edit_spec(kube, version="2")
+    await reconciler.reconcile(cr(kube))
+    assert conditions(kube)["Ready"]["status"] == "True"
+    assert conditions(kube)["Ready"]["lastTransitionTime"] == ready_since
+
+
+async def test_a_terminating_namespace_stops_the_cluster_without_retries_and_logs_once(
+    kube: FakeKube, reconciler: Reconciler, caplog: pytest.LogCaptureFixture
+) -> None:
+    await reconciler.reconcile(cr(kube))
+    kube.terminating = True
+    del kube.objects[ENGINE]
+    kube.writes.clear()
+    kube.events.clear()
+    caplog.set_level(logging.INFO, logger="srvthreds_operator.reconcile")
+    first = await reconciler.reconcile(cr(kube))
+    second = await reconciler.reconcile(cr(kube))
+    assert (first.result, second.result) == (Result.TERMINATING, Result.TERMINATING)
+    assert kube.writes == [("apply", "Deployment", "x-engine")]
+    assert kube.events == []
+    stops = [r for r in caplog.records if "terminating" in r.getMessage()]
+    assert [r.levelno for r in stops] == [logging.INFO]
+
+
+async def test_a_cluster_being_deleted_is_not_reconciled(
+    kube: FakeKube, reconciler: Reconciler
+) -> None:
+    body = cr(kube)
+    body["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:00Z"
+    outcome = await reconciler.reconcile(body)
+    assert outcome.result is Result.TERMINATING
+    assert kube.writes == []
+
+
+async def test_a_kind_whose_crd_is_missing_is_skipped_once_warned_and_created_later(
+    kube: FakeKube, reconciler: Reconciler
+) -> None:
+    monitor: ChildKey = ("monitoring.coreos.com/v1", "ServiceMonitor", "ns", "x-engine")
+    kube.unserved.add("ServiceMonitor")
+    edit_spec(kube, monitoring=True)
+    await reconciler.reconcile(cr(kube))
+    make_ready(kube)
+    outcome = await reconciler.reconcile(cr(kube))
+    assert (outcome.result, outcome.phase) == (Result.APPLIED, "Ready")
+    succeeded = conditions(kube)["ReconcileSucceeded"]
+    assert succeeded["status"] == "True"
+    assert (
+        "ServiceMonitor x-engine skipped: monitoring.coreos.com/v1 is not installed"
+        in (succeeded["message"])
+    )
+    assert conditions(kube)["Degraded"]["status"] == "False"
+    assert kube.events.count(("Warning", "OptionalKindMissing")) == 1
+    kube.unserved.clear()
+    created = await reconciler.reconcile(cr(kube))
+    assert created.applied == (monitor,)
+    assert conditions(kube)["ReconcileSucceeded"]["reason"] == "Applied"
+
+
+async def test_a_new_autoscaled_workload_starts_at_the_hpa_floor_and_leaves_replicas_to_it(
+    kube: FakeKube, reconciler: Reconciler
+) -> None:
+    edit_spec(kube, engine={"autoscaling": {"minReplicas": 3}})
+    await reconciler.reconcile(cr(kube))
+    engine = kube.objects[ENGINE]
+    assert engine["spec"]["replicas"] == 3
+    assert not owns_field(engine, field_manager="srvthreds-operator", path=("spec", "replicas"))
+    kube.writes.clear()
+    await reconciler.reconcile(cr(kube))
+    assert ("apply", "Deployment", "x-engine") not in kube.writes
+
+
+async def test_an_autoscaled_workload_below_the_hpa_floor_is_not_ready(
+    kube: FakeKube, reconciler: Reconciler
+) -> None:
+    edit_spec(kube, engine={"autoscaling": {"minReplicas": 3}})
+    await reconciler.reconcile(cr(kube))
+    kube.objects[ENGINE]["spec"]["replicas"] = 1
+    make_ready(kube)
+    outcome = await reconciler.reconcile(cr(kube))
+    assert outcome.phase == "Progressing"
+    assert kube.objects[CR_KEY]["status"]["components"]["engine"]["desiredReplicas"] == 3

@@ -193,3 +193,38 @@ def test_status_differs_treats_none_as_absent() -> None:
     assert not status_differs({"phase": "Ready", "lastError": None}, {"phase": "Ready"})
     assert status_differs({"lastError": None}, {"lastError": "old"})
     assert status_differs({"phase": "Ready"}, {"phase": "Progressing"})
+
+
+def test_an_hpa_floor_above_the_workload_replicas_keeps_it_unsettled() -> None:
+    live = {
+        "kind": "Deployment",
+        "metadata": {"name": "x-engine", "generation": 1},
+        "spec": {"replicas": 1},
+        "status": {
+            "observedGeneration": 1,
+            "replicas": 1,
+            "readyReplicas": 1,
+            "updatedReplicas": 1,
+        },
+    }
+    observed = observe_workload(live, component="engine", floor=3)
+    assert observed.desired == 3
+    assert not observed.settled
+    assert (
+        observe_workload({**live, "spec": {"replicas": 4}}, component="engine", floor=3).desired
+        == 4
+    )
+
+
+def test_skipped_optional_children_are_named_without_failing_the_reconcile() -> None:
+    skipped = "ServiceMonitor x-engine skipped: monitoring.coreos.com/v1 is not installed"
+    status = compute_status(
+        Observation(generation=1, workloads=[workload()], skipped=[skipped]), previous={}, now="T"
+    )
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert status["phase"] == "Ready"
+    assert conditions["ReconcileSucceeded"]["status"] == "True"
+    assert skipped in conditions["ReconcileSucceeded"]["message"]
+    assert skipped in conditions["Ready"]["message"]
+    assert conditions["Degraded"]["status"] == "False"
+    assert status["lastError"] is None
