@@ -202,9 +202,13 @@ class Figures:
         return (
             f"| {self.path} | {self.scenario} | {self.events} | {self.events_per_second:,.0f} | "
             f"{self.cpu_text()} | "
-            f"{self.percentile_ms(0.5):.2f} | {self.percentile_ms(0.99):.2f} | "
-            f"{self.percentile_ms(1.0):.2f} | {self.note}{self.client_text()} |"
+            f"{self._cell(0.5)} | {self._cell(0.99)} | {self._cell(1.0)} | "
+            f"{self.note}{self.client_text()} |"
         )
+
+    def _cell(self, fraction: float) -> str:
+        """A latency cell; closed-loop runs measure no per-event latency, shown as a dash."""
+        return f"{self.percentile_ms(fraction):.2f}" if self.latencies else "n/a"
 
 
 def load_bench_patterns() -> list[Pattern]:
