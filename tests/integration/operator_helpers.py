@@ -193,7 +193,9 @@ def install_crds(kube: Kubectl) -> Manifest:
 
     def established() -> Manifest | None:
         crd = get_json(kube, "crd", CR_RESOURCE)
-        conditions = {c["type"]: c["status"] for c in crd.get("status", {}).get("conditions", [])}
+        conditions = {
+            c["type"]: c["status"] for c in ((crd.get("status") or {}).get("conditions") or [])
+        }
         return crd if conditions.get("Established") == "True" else None
 
     return wait_for(established, timeout=60, what=f"CRD {CR_RESOURCE} to be Established")
@@ -585,7 +587,7 @@ def get_cluster(kube: Kubectl, name: str, *, namespace: str) -> Manifest | None:
 
 
 def condition(cr: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
-    for entry in cr.get("status", {}).get("conditions", []) or []:
+    for entry in (cr.get("status") or {}).get("conditions") or []:
         if entry.get("type") == kind:
             found: Mapping[str, Any] = entry
             return found

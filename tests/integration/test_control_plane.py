@@ -35,7 +35,7 @@ def apply(cluster: KubeCluster, namespace: str, manifest: dict[str, Any]) -> Non
 
 
 def pod_is_ready(pod: dict[str, Any]) -> bool:
-    conditions = pod.get("status", {}).get("conditions", [])
+    conditions = (pod.get("status") or {}).get("conditions") or []
     return pod["status"].get("phase") == "Running" and any(
         c["type"] == "Ready" and c["status"] == "True" for c in conditions
     )

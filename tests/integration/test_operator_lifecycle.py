@@ -218,7 +218,7 @@ def test_each_sample_gets_every_child_with_owner_references_and_becomes_ready(
 def _pod_ready(pod: Mapping[str, Any]) -> bool:
     return any(
         c["type"] == "Ready" and c["status"] == "True"
-        for c in pod.get("status", {}).get("conditions", [])
+        for c in ((pod.get("status") or {}).get("conditions") or [])
     )
 
 

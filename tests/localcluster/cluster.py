@@ -410,7 +410,7 @@ class LocalCluster:
         ready = [
             node for node in json.loads(result.stdout)["items"]
             if any(c["type"] == "Ready" and c["status"] == "True"
-                   for c in node.get("status", {}).get("conditions", []))
+                   for c in ((node.get("status") or {}).get("conditions") or []))
         ]  # fmt: skip
         return len(ready) == NODE_COUNT
 

@@ -139,7 +139,7 @@ def cluster_object(kubectl: Kubectl, name: str) -> dict[str, Any]:
 
 
 def is_ready(body: dict[str, Any]) -> bool:
-    conditions = body.get("status", {}).get("conditions", [])
+    conditions = (body.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
@@ -167,7 +167,7 @@ def wait_ready(kubectl: Kubectl, *, name: str, operator: subprocess.Popen[bytes]
 def print_summary(kubectl: Kubectl, *, name: str) -> None:
     scope = ["-n", DEMO_NAMESPACE]
     print(kubectl("get", "stc", *scope, "-o", "wide").stdout, flush=True)
-    conditions = cluster_object(kubectl, name).get("status", {}).get("conditions", [])
+    conditions = (cluster_object(kubectl, name).get("status") or {}).get("conditions") or []
     for condition in conditions:
         print(
             f"  {condition.get('type', '?'):<20} {condition.get('status', '?'):<6} "
