@@ -103,16 +103,15 @@ def _replay(arguments: argparse.Namespace) -> int:
 
 
 def _validate(paths: Sequence[Path]) -> int:
-    from srvthreds_engine.patterns import load_pattern_file, pattern_files
+    from srvthreds_engine.patterns import file_problems, pattern_files
 
     status = EXIT_OK
     for path in pattern_files(paths):
-        try:
-            count = len(load_pattern_file(path))
-        except PatternError as exc:
-            status = _fail(str(exc))
-            continue
-        print(f"{path}: OK ({count} pattern{'s' if count != 1 else ''})")
+        count, problems = file_problems(path)
+        for problem in problems:
+            status = _fail(str(problem))
+        if not problems:
+            print(f"{path}: OK ({count} pattern{'s' if count != 1 else ''})")
     return status
 
 

@@ -346,6 +346,42 @@ def load_pattern_file(path: Path) -> list[Pattern]:
     return [parse_pattern(document, file=str(path))]
 
 
+def _document_problems(document: Any, *, file: str, prefix: str) -> list[PatternError]:
+    """Every problem of one pattern object (all schema errors, else all semantic ones)."""
+    try:
+        pattern = Pattern.model_validate(document)
+    except pydantic.ValidationError as exc:
+        return [
+            PatternError(
+                file, json_path=prefix + _json_path(tuple(error["loc"])), problem=error["msg"]
+            )
+            for error in exc.errors()
+        ]
+    return [
+        PatternError(file, json_path=prefix + path, problem=problem)
+        for path, problem in pattern_problems(pattern)
+    ]
+
+
+def file_problems(path: Path) -> tuple[int, list[PatternError]]:
+    """How many patterns a file holds and every problem found in them, for `validate`.
+
+    Loading stops at the first problem; an author fixing a file wants them all at once.
+    """
+    try:
+        document = _read_json(path)
+    except PatternError as exc:
+        return 0, [exc]
+    if not isinstance(document, list):
+        return 1, _document_problems(document, file=str(path), prefix="")
+    problems = [
+        problem
+        for index, item in enumerate(document)
+        for problem in _document_problems(item, file=str(path), prefix=f"[{index}].")
+    ]
+    return len(document), problems
+
+
 def pattern_files(paths: Iterable[Path]) -> list[Path]:
     """Files as given; folders expand to their `*.json` files sorted by name."""
     files: list[Path] = []

@@ -183,6 +183,28 @@ def test_validate_reports_each_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     )
 
 
+def test_validate_names_every_problem_of_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "name": "P",
+                "reactions": [
+                    {"name": "a", "condition": {"type": "filter", "xpr": "$event.type = "}},
+                    {"name": "a", "condition": {"type": "filter", "xpr": "true"}},
+                ],
+            }
+        )
+    )
+    assert main(["validate", str(bad)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert any("reactions[0].condition.xpr: expression does not parse" in line for line in lines)
+    assert any("duplicate reaction name" in line for line in lines), lines
+    assert len(lines) >= 2
+
+
 def test_schema_command_prints_and_writes(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
