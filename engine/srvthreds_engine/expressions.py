@@ -444,8 +444,6 @@ def is_truthy(value: Any) -> bool:
     """JSONata's boolean cast of a result."""
     if isinstance(value, list):
         return any(is_truthy(item) for item in value)
-    if isinstance(value, dict):
-        return bool(value)
     return bool(value)
 
 

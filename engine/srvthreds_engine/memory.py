@@ -106,17 +106,6 @@ class MemoryStorage:
         """How many threds are stored."""
         return len(self._threds)
 
-    def stored_threds(self, *, without: tuple[str, ...] = ()) -> list[dict[str, Any]]:
-        """Every stored thred as JSON, sorted by id, minus the top-level keys `without`.
-
-        NB: nested values are shared with the store, not copied (replay serialises them at
-        once); do not mutate them.
-        """
-        return [
-            {key: value for key, value in stored.items() if key not in without}
-            for _, stored in self.stored_items()
-        ]
-
     def stored_items(self) -> list[tuple[str, dict[str, Any]]]:
         """`(id, stored JSON)` of every thred, sorted by id; a saved thred gets a new dict.
 

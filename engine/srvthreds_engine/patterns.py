@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 import pydantic
 
 from srvthreds_engine.errors import PatternError
-from srvthreds_engine.expressions import Expression, ExpressionError, compile_expression
+from srvthreds_engine.expressions import ExpressionError, compile_expression
 
 NEXT = "$next"
 TERMINATE = "$terminate"
@@ -286,11 +286,6 @@ def pattern_problems(pattern: Pattern) -> Iterator[tuple[str, str]]:
                 compile_expression(text)
             except ExpressionError as exc:
                 yield xpr_path, f"expression does not parse: {exc.problem}"
-
-
-def compiled(text: str) -> Expression:
-    """The compiled expression for a text of a loaded pattern (compiled at load)."""
-    return compile_expression(text)
 
 
 # --- loading ---------------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from json import encoder as json_encoder
-from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import pydantic
@@ -191,8 +190,3 @@ async def run_replay(
             raise ReplayInputError(f"{where}: not JSON: {exc.msg} (column {exc.colno})") from exc
         sink.write(await replay.step_line(line, where=where) + "\n")
         sink.flush()
-
-
-def input_name(path: Path | None) -> str:
-    """How error messages name the input."""
-    return "stdin" if path is None else str(path)
