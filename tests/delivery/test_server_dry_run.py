@@ -20,7 +20,7 @@ from tests.delivery.support import (
     parse_stream,
     run_tool,
 )
-from tests.localcluster.session import KubeCluster, session_cluster, unique_namespace
+from tests.localcluster.session import KubeCluster, unique_namespace
 
 pytestmark = pytest.mark.integration
 
@@ -29,24 +29,16 @@ CLUSTER_SCOPED_KINDS = frozenset({
 })  # fmt: skip
 
 
-@pytest.fixture(scope="session")
-def cluster() -> Iterator[KubeCluster]:
-    """The local control plane (reused when already up), or USE_EXISTING_CLUSTER's.
-
-    Session-scoped so that tests/integration's own fixture reuses it instead of restarting it.
-    """
-    with session_cluster() as handle:
-        yield handle
-
-
 @pytest.fixture
-def restricted_namespace(cluster: KubeCluster) -> Iterator[str]:
+def restricted_namespace(kube_cluster: KubeCluster) -> Iterator[str]:
     """A fresh namespace that enforces the restricted Pod Security Standard."""
     name = unique_namespace("delivery")
-    cluster.kubectl("create", "namespace", name)
-    cluster.kubectl("label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted")
+    kube_cluster.kubectl("create", "namespace", name)
+    kube_cluster.kubectl(
+        "label", "namespace", name, "pod-security.kubernetes.io/enforce=restricted"
+    )
     yield name
-    cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    kube_cluster.kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
 def _dry_run(cluster: KubeCluster, manifests: list[Manifest]) -> str:
@@ -87,14 +79,14 @@ def _pod_from(deployment: Manifest, namespace: str) -> Manifest:
     }
 
 
-def test_crd_is_accepted_by_the_api_server(cluster: KubeCluster) -> None:
+def test_crd_is_accepted_by_the_api_server(kube_cluster: KubeCluster) -> None:
     source = CRDS_DIR / CRD_FILE
     assert source.is_file(), f"{source} is missing: run `make crds`"
-    _dry_run(cluster, [yaml.safe_load(source.read_text(encoding="utf-8"))])
+    _dry_run(kube_cluster, [yaml.safe_load(source.read_text(encoding="utf-8"))])
 
 
 def test_chart_is_accepted_and_its_pod_is_restricted(
-    cluster: KubeCluster, restricted_namespace: str
+    kube_cluster: KubeCluster, restricted_namespace: str
 ) -> None:
     text = run_tool(
         [str(find_helm()), "template", "srvthreds-operator", str(CHART_DIR),
@@ -102,25 +94,25 @@ def test_chart_is_accepted_and_its_pod_is_restricted(
         what="helm template",
     )  # fmt: skip
     rendered = parse_stream(text, source="helm template")
-    warnings = _dry_run(cluster, rendered)
+    warnings = _dry_run(kube_cluster, rendered)
     assert "PodSecurity" not in warnings, warnings
     (deployment,) = of_kind(rendered, "Deployment")
-    pod_warnings = _dry_run(cluster, [_pod_from(deployment, restricted_namespace)])
+    pod_warnings = _dry_run(kube_cluster, [_pod_from(deployment, restricted_namespace)])
     assert "PodSecurity" not in pod_warnings, pod_warnings
 
 
 def test_kustomize_base_is_accepted_and_its_pod_is_restricted(
-    cluster: KubeCluster, restricted_namespace: str
+    kube_cluster: KubeCluster, restricted_namespace: str
 ) -> None:
     rendered = _into_namespace(kustomize(MANIFESTS_BASE), restricted_namespace)
-    warnings = _dry_run(cluster, rendered)
+    warnings = _dry_run(kube_cluster, rendered)
     assert "PodSecurity" not in warnings, warnings
     (deployment,) = of_kind(rendered, "Deployment")
-    _dry_run(cluster, [_pod_from(deployment, restricted_namespace)])
+    _dry_run(kube_cluster, [_pod_from(deployment, restricted_namespace)])
 
 
 def test_restricted_namespace_really_refuses_a_privileged_pod(
-    cluster: KubeCluster, restricted_namespace: str
+    kube_cluster: KubeCluster, restricted_namespace: str
 ) -> None:
     pod = {
         "apiVersion": "v1",
@@ -132,7 +124,7 @@ def test_restricted_namespace_really_refuses_a_privileged_pod(
             ]
         },
     }
-    result = cluster.kubectl(
+    result = kube_cluster.kubectl(
         "apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump(pod), check=False
     )
     assert result.returncode != 0

@@ -1,4 +1,4 @@
-"""Session fixtures of the integration tests: the Kubernetes cluster and per-test namespaces."""
+"""Shared fixtures: the Kubernetes cluster of the integration tests and per-test namespaces."""
 
 from __future__ import annotations
 
