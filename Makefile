@@ -10,7 +10,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
 .PHONY: help install tools lint fmt typecheck test test-unit test-integration run run-engine \
-        crds golden schema docs bench cluster-up cluster-status cluster-down chart-lint manifests clean
+        crds golden schema docs bench cluster-up cluster-status cluster-down chart-lint manifests clean \
+        services
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -43,8 +44,11 @@ typecheck: $(STAMP)
 test-unit: $(STAMP) ## Fast unit tests (no servers)
 	$(BIN)/pytest
 
-test-integration: $(STAMP) tools ## Integration tests against the local control plane and real servers
-	$(BIN)/pytest -m integration -p no:randomly
+services: ## Install Redis, RabbitMQ (Debian) and build FerretDB for the backend tests (no-op when done)
+	hack/install-services.sh
+
+test-integration: $(STAMP) tools services ## Integration and backend tests against real servers
+	$(BIN)/pytest -m "integration or backends" -p no:randomly
 
 test: lint test-unit test-integration ## Everything: lint, unit and integration tests
 

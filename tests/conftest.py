@@ -9,6 +9,8 @@ import pytest
 from tests.localcluster.session import KubeCluster, session_cluster, unique_namespace
 from tests.localcluster.waiting import wait_until
 
+pytest_plugins = ["tests.brokers.fixtures"]  # redis_server, rabbitmq_server, ferretdb_server, ...
+
 
 @pytest.fixture(scope="session")
 def kube_cluster() -> Iterator[KubeCluster]:

@@ -2,6 +2,6 @@
 
 import sys
 
-from srvthreds_engine.cli import main
+from srvthreds_engine.apps.cli import main
 
 sys.exit(main())

@@ -23,11 +23,11 @@ from typing import Any, cast
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from srvthreds_engine.addresses import ResolverConfig, SessionsModel
-from srvthreds_engine.app import event_loop_factory
-from srvthreds_engine.events import Event
-from srvthreds_engine.patterns import Pattern, parse_pattern
-from srvthreds_engine.replay import Replay, run_replay
+from srvthreds_engine.apps.embedded import event_loop_factory
+from srvthreds_engine.apps.replay import Replay, run_replay
+from srvthreds_engine.core.addresses import ResolverConfig, SessionsModel
+from srvthreds_engine.core.events import Event
+from srvthreds_engine.core.patterns import Pattern, parse_pattern
 
 COMMAND = "make bench  (python -m tests.bench engine)"
 REPLAY_EVENTS_A = 5000
@@ -41,8 +41,9 @@ SERVER_POSTERS = 4
 COMPLETION_TIMEOUT = 60.0
 # Imports first, so that the profile shows serving rather than start-up.
 CPROFILED_MAIN = (
-    "import cProfile, sys; import aiohttp.web, srvthreds_engine.app, srvthreds_engine.cli; "
-    "cProfile.run('srvthreds_engine.cli.main(sys.argv[2:])', sys.argv[1])"
+    "import cProfile, sys; import aiohttp.web, srvthreds_engine.apps.embedded; "
+    "import srvthreds_engine.apps.cli; "
+    "cProfile.run('srvthreds_engine.apps.cli.main(sys.argv[2:])', sys.argv[1])"
 )
 PROFILE_TOP = 15
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -22,8 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from srvthreds_engine import ids
-from srvthreds_engine.replay import Replay, run_replay
+from srvthreds_engine.apps.replay import Replay, run_replay
+from srvthreds_engine.core import ids
 from tests.bench.engine_bench import event_a, event_b, new_replay
 
 SCENARIO_SIZES = {"a": 5000, "b": 1000, "c": 1000}

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from srvthreds_engine.addresses import ResolverConfig, SessionsModel
-from srvthreds_engine.config_files import read_resolver_config, read_sessions_model
-from srvthreds_engine.patterns import load_patterns, parse_pattern
-from srvthreds_engine.replay import Replay
+from srvthreds_engine.apps.config_files import read_resolver_config, read_sessions_model
+from srvthreds_engine.apps.replay import Replay
+from srvthreds_engine.core.addresses import ResolverConfig, SessionsModel
+from srvthreds_engine.core.patterns import load_patterns, parse_pattern
 
 DATA = Path(__file__).parent / "data"
 SOURCE = {"id": "test.dataset"}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from srvthreds_engine.cli import main
+from srvthreds_engine.apps.cli import main
 from tests.srvthreds_engine.driver import DATA
 
 E0 = {"id": "0", "type": "inbound.event0", "source": {"id": "test.dataset"}}

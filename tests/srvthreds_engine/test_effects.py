@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from srvthreds_engine.addresses import AddressBook, ResolverConfig, SessionsModel
+from srvthreds_engine.core.addresses import AddressBook, ResolverConfig, SessionsModel
 from tests.srvthreds_engine.driver import Driver, error_of, only_thred, recipients, titles
 from tests.srvthreds_engine.test_conditions import event, is_type, pattern, say, started, starter
 
@@ -78,6 +78,10 @@ async def test_matching_before_the_deadline_cancels_the_timer() -> None:
     t = await started(driver)
     await driver.send(event("a", "answer", thredId=t))
     assert only_thred(driver.outputs[-1])["reactionStore"]["reactionName"] == "late"
+    # The old deadline is gone: passing it fires nothing, and no timer is due any more.
+    output = await driver.advance(20)
+    assert output["messages"] == []
+    assert only_thred(output)["reactionStore"]["reactionName"] == "late"
     assert driver.replay.engine.next_timer_due_ms() is None
     assert (await driver.advance(100))["messages"] == []
 

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from srvthreds_engine.addresses import ResolverConfig, SessionsModel
-from srvthreds_engine.clock import REPLAY_EPOCH_MS, VirtualClock
-from srvthreds_engine.engine import Engine
-from srvthreds_engine.events import Event
-from srvthreds_engine.memory import (
+from srvthreds_engine.adapters.memory import (
     ListDispatcher,
     MemoryPersistence,
-    MemoryStorage,
-    build_embedded_engine,
+    MemorySessionStore,
+    MemoryThredStore,
 )
-from srvthreds_engine.patterns import parse_pattern
+from srvthreds_engine.core.addresses import ResolverConfig, SessionsModel
+from srvthreds_engine.core.clock import REPLAY_EPOCH_MS, VirtualClock
+from srvthreds_engine.core.events import Event
+from srvthreds_engine.core.patterns import parse_pattern
+from srvthreds_engine.service.processing import Engine
 
 PATTERN = parse_pattern(
     {
@@ -34,11 +34,12 @@ PATTERN = parse_pattern(
 
 
 async def test_engine_built_from_configs_processes_events_and_fires_timers() -> None:
-    storage, dispatcher, clock = MemoryStorage(), ListDispatcher(), VirtualClock()
+    clock = VirtualClock()
+    storage, dispatcher = MemoryThredStore(clock=clock), ListDispatcher()
     engine = Engine(
         patterns=[PATTERN],
-        storage=storage,
-        sessions=storage,
+        store=storage,
+        sessions=MemorySessionStore(),
         persistence=MemoryPersistence(),
         dispatcher=dispatcher,
         clock=clock,
@@ -58,13 +59,3 @@ async def test_engine_built_from_configs_processes_events_and_fires_timers() -> 
     assert await engine.fire_due_timers() == 1
     assert await storage.list_threds() == []
     assert engine.next_timer_due_ms() is None
-
-
-async def test_build_embedded_engine_wires_memory_ports() -> None:
-    engine, storage, persistence, dispatcher = build_embedded_engine([PATTERN])
-    await engine.process(Event.model_validate({"id": "1", "type": "go", "source": {"id": "s"}}))
-    assert len(dispatcher.messages) == 1
-    assert dispatcher.messages[0].to == []
-    assert persistence.events["1"]["thredId"] == (await storage.list_threds())[0].id
-    assert engine.patterns == [PATTERN]
-    assert engine.pattern("api") is PATTERN

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from srvthreds_engine import expressions
-from srvthreds_engine.expressions import (
+from srvthreds_engine.core import expressions
+from srvthreds_engine.core.expressions import (
     Bindings,
     Expression,
     ExpressionError,

@@ -7,15 +7,15 @@ from typing import Any
 
 import pytest
 
-from srvthreds_engine.expressions import (
+from srvthreds_engine.core.expressions import (
     Bindings,
     ExpressionError,
     compile_expression,
     find_value_named,
     is_truthy,
 )
-from srvthreds_engine.patterns import Publish, Transform
-from srvthreds_engine.templates import build_event, expand, publish_addresses
+from srvthreds_engine.core.patterns import Publish, Transform
+from srvthreds_engine.core.templates import build_event, expand, publish_addresses
 
 EVENT: dict[str, Any] = {
     "id": "e1",

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from srvthreds_engine.config_files import read_resolver_config, read_sessions_model
-from srvthreds_engine.expressions import Bindings
-from srvthreds_engine.templates import compile_template, expand
-from srvthreds_engine.thred import ReactionStore, Thred, ThredContext, ThredMeta
+from srvthreds_engine.apps.config_files import read_resolver_config, read_sessions_model
+from srvthreds_engine.core.expressions import Bindings
+from srvthreds_engine.core.templates import compile_template, expand
+from srvthreds_engine.core.thred import ReactionStore, Thred, ThredContext, ThredMeta
 from tests.srvthreds_engine.driver import DATA, Driver, std_event
 
 

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from srvthreds_engine.errors import PatternError
-from srvthreds_engine.patterns import load_patterns, parse_pattern
+from srvthreds_engine.core.errors import PatternError
+from srvthreds_engine.core.patterns import load_patterns, parse_pattern
 from tests.srvthreds_engine.driver import DATA
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from srvthreds_engine.replay import _dumps
+from srvthreds_engine.apps.replay import _dumps
 from tests.srvthreds_engine.driver import Driver
 from tests.srvthreds_engine.test_conditions import event, is_type, pattern, say
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from srvthreds_engine.schema import pattern_schema
+from srvthreds_engine.core.schema import pattern_schema
 
 SCHEMA_FILE = Path(__file__).parents[2] / "engine" / "schemas" / "pattern.schema.json"
 

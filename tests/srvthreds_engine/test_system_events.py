@@ -207,7 +207,8 @@ async def test_watch_expires_after_a_minute_unless_renewed() -> None:
     assert (await driver.advance(1000))["messages"] == []
 
 
-async def test_data_control_runs_tasks_through_persistence() -> None:
+async def test_data_control_without_a_database_is_refused_naming_why() -> None:
+    # It used to answer a list of nulls: in memory there is nothing to run the tasks against.
     driver = await admin_driver()
     request = event(
         "d1",
@@ -216,7 +217,13 @@ async def test_data_control_runs_tasks_through_persistence() -> None:
         thredId="SYSTEM",
         data={"content": {"tasks": [{"op": "get", "params": {"type": "X"}}]}},
     )
-    assert reply(await driver.send(request)) == {"result": [None]}
+    output = await driver.send(request)
+    assert error_of(output) == {
+        "message": "dataControl needs a persistence backend (MongoDB); none is configured: "
+        "the embedded mode and replay keep their records in memory only",
+        "code": 5200,
+    }
+    assert output["messages"][0]["to"] == ["root"]
 
 
 async def test_user_control_lists_own_threds_events_and_system_spec() -> None:

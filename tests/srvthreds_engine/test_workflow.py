@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from srvthreds_engine.config_files import read_resolver_config, read_sessions_model
+from srvthreds_engine.apps.config_files import read_resolver_config, read_sessions_model
 from tests.srvthreds_engine.driver import DATA, Driver, only_thred, recipients, titles
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from srvthreds_engine.app import BoundedMemoryPersistence
+from srvthreds_engine.adapters.memory import BoundedMemoryPersistence
 
 
 async def test_only_the_newest_records_of_each_kind_are_kept() -> None:

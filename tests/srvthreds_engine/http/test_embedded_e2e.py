@@ -18,9 +18,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from srvthreds_engine.app import EmbeddedServer, load_profile
-from srvthreds_engine.events import Event
-from srvthreds_engine.settings import Settings
+from srvthreds_engine.apps.embedded import EmbeddedServer
+from srvthreds_engine.apps.profiles import load_profile
+from srvthreds_engine.apps.settings import Settings
+from srvthreds_engine.core.events import Event
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEMO_PROFILE = REPO_ROOT / "engine" / "profiles" / "demo"
@@ -252,7 +253,8 @@ def free_port() -> int:
 async def test_run_embedded_serves_until_sigterm_and_drains(tmp_path: Path) -> None:
     port = free_port()
     script = (
-        "import sys; from pathlib import Path; from srvthreds_engine.app import run_embedded; "
+        "import sys; from pathlib import Path; "
+        "from srvthreds_engine.apps.embedded import run_embedded; "
         f"sys.exit(run_embedded(Path({str(DEMO_PROFILE)!r}), host='127.0.0.1', port={port}))"
     )
     log_file = tmp_path / "engine.log"
@@ -293,7 +295,8 @@ async def test_run_embedded_serves_until_sigterm_and_drains(tmp_path: Path) -> N
 
 def test_a_bad_environment_exits_2_naming_the_variable(tmp_path: Path) -> None:
     script = (
-        "import sys; from pathlib import Path; from srvthreds_engine.app import run_embedded; "
+        "import sys; from pathlib import Path; "
+        "from srvthreds_engine.apps.embedded import run_embedded; "
         f"sys.exit(run_embedded(Path({str(DEMO_PROFILE)!r})))"
     )
     result = subprocess.run(
@@ -328,9 +331,10 @@ async def test_concurrent_mode_processes_every_event() -> None:
 async def test_a_stopped_engine_refuses_events_with_503() -> None:
     server, api = await start_api(DEMO_PROFILE, settings=Settings(event_queue_size=2))
     try:
+        # More events than the queue ever holds: 413 (no retry helps), not 503.
         status, body = await api.post_events([ALERT, ALERT, ALERT])
-        assert status == 503
-        assert "queue is full (0 of 2 used, 3 offered)" in body["error"]
+        assert status == 413
+        assert body["maxEvents"] == 2
         assert await server.runtime.stop(drain_seconds=5) is True
         status, body = await api.post_events(ALERT)
         assert status == 503

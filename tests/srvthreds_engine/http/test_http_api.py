@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from srvthreds_engine.events import Event
-from srvthreds_engine.http import QueueFullError, ThredStatus, build_http_app, parse_events
-from srvthreds_engine.metrics import EngineMetrics
+from srvthreds_engine.adapters.prometheus import EngineMetrics
+from srvthreds_engine.api.http import QueueFullError, ThredStatus, build_http_app, parse_events
+from srvthreds_engine.core.events import Event
 
 TOKEN = "s3cret"
 EVENT = {"id": "e1", "type": "org.demo.alert", "source": {"id": "monitor"}}

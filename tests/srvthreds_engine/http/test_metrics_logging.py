@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from srvthreds_engine.logging import configure_logging, flush_logging
-from srvthreds_engine.metrics import EngineMetrics, PrometheusObserver
+from srvthreds_engine.adapters.prometheus import EngineMetrics, PrometheusObserver
+from srvthreds_engine.apps.logging import configure_logging, flush_logging
 
 
 def test_the_observer_moves_every_engine_metric() -> None:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from srvthreds_engine.app import ProfileError, load_profile, run_embedded
-from srvthreds_engine.logging import flush_logging
+from srvthreds_engine.apps.embedded import run_embedded
+from srvthreds_engine.apps.logging import flush_logging
+from srvthreds_engine.apps.profiles import ProfileError, load_profile
 
 DEMO_PROFILE = Path(__file__).resolve().parents[3] / "engine" / "profiles" / "demo"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from srvthreds_engine.app import event_loop_factory
-from srvthreds_engine.settings import (
+from srvthreds_engine.apps.embedded import event_loop_factory
+from srvthreds_engine.apps.settings import (
     Settings,
     SettingsError,
     environment_variable_names,

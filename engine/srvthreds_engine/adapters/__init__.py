@@ -1,0 +1,1 @@
+"""Adapters of the engine's ports: memory, Redis, RabbitMQ, MongoDB; independent of each other."""

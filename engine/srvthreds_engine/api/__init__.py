@@ -1,0 +1,1 @@
+"""The HTTP API of the engine (aiohttp): health, readiness, metrics, event intake, thred views."""

@@ -1,0 +1,1 @@
+"""The engine service: async processing through the ports only (routing, runs, timers)."""

@@ -1,0 +1,1 @@
+"""Test services: Redis, RabbitMQ and FerretDB started as child processes on loopback ports."""

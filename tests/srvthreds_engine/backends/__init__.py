@@ -1,0 +1,1 @@
+"""Engine adapter tests against real Redis, RabbitMQ and FerretDB servers."""
