@@ -254,8 +254,11 @@ class RoutedMessage:
 class MessagePublisher(Protocol):
     """Outbound messages to agents and session nodes."""
 
-    async def publish(self, messages: Sequence[RoutedMessage]) -> None:
-        """Publish persistent messages and wait for every broker confirm; raise if any fails."""
+    async def publish(self, messages: Sequence[RoutedMessage]) -> list[RoutedMessage]:
+        """Publish persistent messages and wait for every broker confirm; raise if any fails.
+
+        Returns the messages no queue takes (no consumer bound for their routing key).
+        """
         ...
 
 

@@ -138,7 +138,11 @@ async def test_reload_patterns_uses_the_pattern_loader() -> None:
     driver = await admin_driver()
     engine = driver.replay.engine
     replacement = [*engine.patterns]
-    engine.pattern_loader = lambda: replacement
+
+    async def loader() -> list[Any]:
+        return replacement
+
+    engine.pattern_loader = loader
     assert reply(await driver.send(control("sysControl", "root", op="reloadAllPatterns")))[
         "patternIds"
     ] == ["cond"]

@@ -31,18 +31,27 @@ async def two_pattern_driver() -> Driver:
 
 
 def fails_with(error: PatternError) -> Any:
-    def loader() -> list[Pattern]:
+    async def loader() -> list[Pattern]:
         raise error
+
+    return loader
+
+
+def reading(*patterns: Pattern) -> Any:
+    """A pattern loader that reads `patterns` (what a reload would find in the folder)."""
+
+    async def loader() -> list[Pattern]:
+        return list(patterns)
 
     return loader
 
 
 async def test_reload_all_patterns_swaps_in_what_the_loader_reads() -> None:
     driver = await two_pattern_driver()
-    driver.replay.engine.pattern_loader = lambda: [
+    driver.replay.engine.pattern_loader = reading(
         greeter("alpha", title="a v2", event_type="a"),
         greeter("gamma", title="c v1", event_type="c"),
-    ]
+    )
     output = await driver.send(control("sysControl", "root", op="reloadAllPatterns"))
     assert reply(output) == {
         "status": "OK",
@@ -57,10 +66,10 @@ async def test_reload_all_patterns_swaps_in_what_the_loader_reads() -> None:
 
 async def test_reload_pattern_replaces_only_that_pattern() -> None:
     driver = await two_pattern_driver()
-    driver.replay.engine.pattern_loader = lambda: [
+    driver.replay.engine.pattern_loader = reading(
         greeter("alpha", title="a v2", event_type="a"),
         greeter("beta", title="b v2", event_type="b"),
-    ]
+    )
     output = await driver.send(control("sysControl", "root", op="reloadPattern", patternId="beta"))
     assert reply(output) == {"status": "OK", "op": "reloadPattern", "patternId": "beta"}
     assert titles(await driver.send(event("1", "a"))) == ["a v1"]
@@ -69,7 +78,7 @@ async def test_reload_pattern_replaces_only_that_pattern() -> None:
 
 async def test_reload_pattern_of_an_id_the_folder_lacks_is_5201() -> None:
     driver = await two_pattern_driver()
-    driver.replay.engine.pattern_loader = lambda: [greeter("alpha", title="a v2", event_type="a")]
+    driver.replay.engine.pattern_loader = reading(greeter("alpha", title="a v2", event_type="a"))
     output = await driver.send(control("sysControl", "root", op="reloadPattern", patternId="beta"))
     assert error_of(output) == {
         "message": "Pattern beta not found in the pattern folder",

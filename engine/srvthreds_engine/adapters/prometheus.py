@@ -90,6 +90,12 @@ class EngineMetrics:
             "Outbound messages handed to the dispatcher.",
             registry=self.registry,
         )
+        self.messages_unroutable = Counter(
+            "srvthreds_messages_unroutable",
+            "Queue messages dropped because no queue is bound for their routing key "
+            "(a service address whose agent is not deployed).",
+            registry=self.registry,
+        )
         self.pattern_reloads = Counter(
             "srvthreds_pattern_reloads",
             "reloadPattern/reloadAllPatterns operations, by op and result (ok: the new patterns "

@@ -330,12 +330,20 @@ class RabbitBroker:
         return name
 
     async def publish(
-        self, messages: Iterable[tuple[aio_pika.Message, str]], *, exchange: str
-    ) -> None:
-        """Publish `(message, routing key)` pairs at once and wait for every confirm."""
+        self,
+        messages: Iterable[tuple[aio_pika.Message, str]],
+        *,
+        exchange: str,
+        unroutable_ok: bool = False,
+    ) -> list[int]:
+        """Publish `(message, routing key)` pairs at once and wait for every confirm.
+
+        With `unroutable_ok`, a message no queue is bound for is not an error: the indexes of
+        such messages are returned.
+        """
         await self.wait_ready()
         target = await self.channel.get_exchange(exchange, ensure=False)
-        await self._confirm_all(target, messages)
+        return await self._confirm_all(target, messages, unroutable_ok=unroutable_ok)
 
     async def publish_to_queue(self, message: aio_pika.Message, *, queue: str) -> None:
         """Publish one message straight to a queue (the default exchange) with a confirm."""
@@ -356,19 +364,33 @@ class RabbitBroker:
         await self.connection.close()
 
     async def _confirm_all(
-        self, exchange: AbstractExchange, messages: Iterable[tuple[aio_pika.Message, str]]
-    ) -> None:
+        self,
+        exchange: AbstractExchange,
+        messages: Iterable[tuple[aio_pika.Message, str]],
+        *,
+        unroutable_ok: bool = False,
+    ) -> list[int]:
         publishes = [
             exchange.publish(message, routing_key=key, mandatory=True, timeout=self.publish_timeout)
             for message, key in messages
         ]
         results = await asyncio.gather(*publishes, return_exceptions=True)
-        failures = [result for result in results if isinstance(result, BaseException)]
+        unroutable = [
+            index
+            for index, result in enumerate(results)
+            if unroutable_ok and isinstance(result, aiormq.exceptions.PublishError)
+        ]
+        failures = [
+            result
+            for index, result in enumerate(results)
+            if isinstance(result, BaseException) and index not in unroutable
+        ]
         if failures:
             raise MessagingError(
                 f"{len(failures)} of {len(results)} messages to {exchange.name!r} not confirmed: "
                 f"{failures[0]!r}"
             ) from failures[0]
+        return unroutable
 
     async def _declare_exchange(
         self, name: str, *, robust: bool, kind: aio_pika.ExchangeType = aio_pika.ExchangeType.TOPIC
@@ -599,20 +621,28 @@ class RabbitInboundEvents:
 
 
 class RabbitMessagePublisher:
-    """`MessagePublisher` to `message-exchange` (persistent, confirmed, unroutable = error)."""
+    """`MessagePublisher` to `message-exchange` (persistent, confirmed; unroutable reported)."""
 
     def __init__(self, broker: RabbitBroker) -> None:
         self.broker = broker
 
-    async def publish(self, messages: Sequence[RoutedMessage]) -> None:
-        """Publish every message with its routing key; raise `MessagingError` if any fails."""
+    async def publish(self, messages: Sequence[RoutedMessage]) -> list[RoutedMessage]:
+        """Publish every message with its routing key, confirmed; return the unroutable ones.
+
+        A message whose routing key no queue is bound for (an agent that is not deployed) is
+        returned, not raised: nobody can take it, and redelivering its event would not change
+        that. A nack, a timeout or a lost connection raises `MessagingError`.
+        """
         if not messages:
-            return
+            return []
         batch = [
             (_json_message(message.body, message_id=message.message_id), message.routing_key)
             for message in messages
         ]
-        await self.broker.publish(batch, exchange=self.broker.topology.message_exchange)
+        unroutable = await self.broker.publish(
+            batch, exchange=self.broker.topology.message_exchange, unroutable_ok=True
+        )
+        return [messages[index] for index in unroutable]
 
 
 def _event_id(event: Mapping[str, Any]) -> str | None:

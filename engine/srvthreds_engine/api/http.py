@@ -80,6 +80,9 @@ class ApiBackend(Protocol):
     def readiness(self) -> dict[str, bool]:
         """Each component that must be up (patterns, storage, queues...) and whether it is."""
 
+    def readiness_details(self) -> dict[str, Any]:
+        """More for /ready to show (e.g. the last pattern load and why it failed)."""
+
     def recent_messages(self) -> list[dict[str, Any]]:
         """The last outbound messages, oldest first (empty when not kept)."""
 
@@ -248,7 +251,12 @@ async def ready(request: web.Request) -> web.Response:
     """200 when patterns are loaded and every backend is connected; 503 naming what is not."""
     checks = request.app[BACKEND_KEY].readiness()
     not_ready = sorted(name for name, ok in checks.items() if not ok)
-    body = {"ready": not not_ready, "checks": checks, "notReady": not_ready}
+    body = {
+        "ready": not not_ready,
+        "checks": checks,
+        "notReady": not_ready,
+        **request.app[BACKEND_KEY].readiness_details(),
+    }
     return web.json_response(body, status=503 if not_ready else 200)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import importlib
 import logging
@@ -14,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -25,13 +24,14 @@ from srvthreds_engine.adapters.memory import (
 )
 from srvthreds_engine.adapters.prometheus import EngineMetrics, PrometheusObserver
 from srvthreds_engine.api.http import (
+    ApiBackend,
     BatchTooLargeError,
     QueueFullError,
     ThredStatus,
     build_http_app,
 )
 from srvthreds_engine.apps.logging import configure_logging, flush_logging
-from srvthreds_engine.apps.profiles import Profile, ProfileError, load_pattern_folder, load_profile
+from srvthreds_engine.apps.profiles import PatternSource, Profile, ProfileError, load_profile
 from srvthreds_engine.apps.settings import EventLoopChoice, Settings, SettingsError, load_settings
 from srvthreds_engine.core.clock import SystemClock
 from srvthreds_engine.core.events import Event, OutboundMessage
@@ -109,7 +109,7 @@ class EmbeddedRuntime:
             resolver_config=profile.resolver_config,
         )
         # reloadPattern/reloadAllPatterns re-read the profile's folder (system.py).
-        self.engine.pattern_loader = functools.partial(load_pattern_folder, profile.patterns_dir)
+        self.engine.pattern_loader = PatternSource(profile.patterns_dir, stored=None).load
         self._sessions = [item.to_session() for item in profile.sessions]
         self.synchronous = (
             settings.synchronous_mode
@@ -221,6 +221,10 @@ class EmbeddedRuntime:
             "queue": self._accepting and tasks_running,
         }
 
+    def readiness_details(self) -> dict[str, Any]:
+        """Nothing more: the embedded mode has no backends to explain."""
+        return {}
+
     def recent_messages(self) -> list[dict[str, Any]]:
         """The last outbound messages."""
         return self.messages.recent()
@@ -294,19 +298,26 @@ class EmbeddedRuntime:
             log.info("expiry timers fired", extra={"fired": fired})
 
 
-class EmbeddedServer:
-    """The embedded runtime behind the HTTP API on one TCP port."""
+class Runtime(ApiBackend, Protocol):
+    """What a server runs: the embedded runtime or an engine node."""
 
-    def __init__(self, profile: Profile, *, settings: Settings, clock: Clock | None = None) -> None:
+    engine: Engine
+
+    async def start(self) -> None: ...
+    async def stop(self, *, drain_seconds: float) -> bool: ...
+
+
+class EngineServer:
+    """An engine runtime behind the HTTP API on one TCP port."""
+
+    def __init__(self, runtime: Runtime, *, settings: Settings, metrics: EngineMetrics) -> None:
         self.settings = settings
-        self.metrics = EngineMetrics()
-        self.runtime = EmbeddedRuntime(
-            profile, settings=settings, metrics=self.metrics, clock=clock
-        )
+        self.metrics = metrics
+        self.runtime = runtime
         token = settings.api_token.get_secret_value() if settings.api_token else None
         self.app = build_http_app(
-            self.runtime,
-            metrics=self.metrics,
+            runtime,
+            metrics=metrics,
             api_token=token,
             max_body_bytes=settings.max_body_bytes,
         )
@@ -314,7 +325,7 @@ class EmbeddedServer:
         self.port = 0
         # Set by SIGTERM/SIGINT (serve_until_signalled) or, after its delay, a sysControl shutdown.
         self.stop_requested = asyncio.Event()
-        self.runtime.engine.shutdown_requested = self.request_stop
+        runtime.engine.shutdown_requested = self.request_stop
 
     def request_stop(self, delay_ms: int) -> None:
         """Ask the server to stop after `delay_ms` (the sysControl `shutdown` hook)."""
@@ -343,6 +354,17 @@ class EmbeddedServer:
         return drained
 
 
+class EmbeddedServer(EngineServer):
+    """The embedded runtime (in-memory ports) behind the HTTP API."""
+
+    runtime: EmbeddedRuntime
+
+    def __init__(self, profile: Profile, *, settings: Settings, clock: Clock | None = None) -> None:
+        metrics = EngineMetrics()
+        runtime = EmbeddedRuntime(profile, settings=settings, metrics=metrics, clock=clock)
+        super().__init__(runtime, settings=settings, metrics=metrics)
+
+
 def run_embedded(
     profile_dir: Path | None, *, host: str | None = None, port: int | None = None
 ) -> int:
@@ -364,12 +386,16 @@ def run_embedded(
         )
         return 2
     try:
-        profile = load_profile(chosen)
+        profile = load_profile(chosen, patterns_dir=settings.patterns_dir)
     except ProfileError as exc:
         flush_logging()
         print(f"srvthreds-engine: invalid profile: {exc}", file=sys.stderr)
         return 2
-    _warn_about_unused_backends(settings)
+    problem = backend_problem(settings)
+    if problem is not None:
+        flush_logging()
+        print(f"srvthreds-engine: {problem}", file=sys.stderr)
+        return 2
     try:
         loop_factory = event_loop_factory(settings.event_loop)
     except SettingsError as exc:
@@ -407,18 +433,25 @@ def event_loop_factory(choice: EventLoopChoice) -> Callable[[], asyncio.Abstract
     return factory
 
 
-def _warn_about_unused_backends(settings: Settings) -> None:
-    # The Redis, MongoDB and RabbitMQ adapters are not part of the embedded mode.
-    for variable, url in (
-        ("REDIS_URL", settings.redis_url),
-        ("MONGODB_URL", settings.mongodb_url),
-        ("RABBITMQ_URL", settings.rabbitmq_url),
-    ):
-        if url:
-            log.warning(
-                "backend URL ignored: the embedded mode keeps everything in memory",
-                extra={"variable": variable},
-            )
+def backend_problem(settings: Settings) -> str | None:
+    """Why the backend URLs cannot work together, or None.
+
+    RABBITMQ_URL makes the engine a node of a distributed engine; Redis and MongoDB without the
+    shared event queue would give replicas that never see each other's events.
+    """
+    if settings.rabbitmq_url:
+        return None
+    without_queue = [
+        name
+        for name, url in (("REDIS_URL", settings.redis_url), ("MONGODB_URL", settings.mongodb_url))
+        if url
+    ]
+    if without_queue:
+        return (
+            f"{' and '.join(without_queue)} set without RABBITMQ_URL: the engine's backends "
+            "need the shared event queue too (set RABBITMQ_URL), or none (the embedded mode)"
+        )
+    return None
 
 
 async def serve_until_signalled(
@@ -428,7 +461,15 @@ async def serve_until_signalled(
 
     0 when drained, 1 when events were left.
     """
-    server = EmbeddedServer(profile, settings=settings)
+    server: EngineServer
+    if settings.rabbitmq_url:
+        from srvthreds_engine.apps.node import build_node
+
+        metrics = EngineMetrics()
+        node = await build_node(profile, settings=settings, metrics=metrics, clock=SystemClock())
+        server = EngineServer(node, settings=settings, metrics=metrics)
+    else:
+        server = EmbeddedServer(profile, settings=settings)
     try:
         await server.start(host=host, port=port)
     except OSError as exc:
@@ -447,7 +488,7 @@ async def serve_until_signalled(
             "profile": str(profile.directory),
             "patterns": [pattern.pattern_id for pattern in profile.patterns],
             "sessions": [session.participantId for session in profile.sessions],
-            "synchronousMode": server.runtime.synchronous,
+            "mode": "node" if settings.rabbitmq_url else "embedded",
         },
     )
     await server.stop_requested.wait()

@@ -12,25 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pydantic
 
 from srvthreds_engine.adapters.prometheus import EngineMetrics
 from srvthreds_engine.api.http import QueueFullError, ThredStatus
-from srvthreds_engine.apps.profiles import Profile
+from srvthreds_engine.apps.profiles import PatternSource, Profile
 from srvthreds_engine.apps.settings import Settings
 from srvthreds_engine.core import limits
 from srvthreds_engine.core.addresses import AddressBook
 from srvthreds_engine.core.errors import PatternError
 from srvthreds_engine.core.events import Event, OutboundMessage
-from srvthreds_engine.core.patterns import Pattern, load_patterns, parse_pattern, pattern_files
 from srvthreds_engine.ports import (
     Clock,
     InboundDelivery,
@@ -103,7 +100,12 @@ class QueueDispatcher:
                 message, sessions=sessions, is_service=self._addresses.is_service
             )
         ]
-        await self._publisher.publish(routed)
+        for dropped in await self._publisher.publish(routed):
+            self._metrics.messages_unroutable.inc()
+            log.warning(
+                "message dropped: no queue is bound for its routing key",
+                extra={"messageId": dropped.message_id, "routingKey": dropped.routing_key},
+            )
         self._metrics.messages_dispatched.inc(len(messages))
         if self._keep:
             self._kept.extend(message.to_dict() for message in messages)
@@ -112,42 +114,6 @@ class QueueDispatcher:
     def recent(self) -> list[dict[str, Any]]:
         """The last messages dispatched by this replica, oldest first."""
         return list(self._kept)
-
-
-class PatternSource:
-    """The patterns of a node: its folder (a mounted ConfigMap) and MongoDB's active ones."""
-
-    def __init__(
-        self,
-        folder: Path | None,
-        *,
-        stored: Callable[[], Awaitable[list[dict[str, Any]]]] | None,
-    ) -> None:
-        self.folder = folder
-        self._stored = stored
-
-    def digest(self) -> str:
-        """A digest of the folder's pattern files (names and contents): changes show here."""
-        hasher = hashlib.sha256()
-        if self.folder is not None and self.folder.is_dir():
-            for path in pattern_files([self.folder]):
-                hasher.update(path.name.encode())
-                with contextlib.suppress(OSError):
-                    hasher.update(path.read_bytes())
-        return hasher.hexdigest()
-
-    async def load(self) -> list[Pattern]:
-        """Every pattern, validated; raises PatternError naming the file (or model) and path."""
-        patterns = load_patterns([self.folder]) if self.folder is not None else []
-        known = {pattern.pattern_id for pattern in patterns}
-        if self._stored is not None:
-            for document in await self._stored():
-                name = f"PatternModel:{document.get('id', '?')}"
-                pattern = parse_pattern(document, file=name)
-                if pattern.pattern_id not in known:
-                    known.add(pattern.pattern_id)
-                    patterns.append(pattern)
-        return patterns
 
 
 @dataclass(slots=True)

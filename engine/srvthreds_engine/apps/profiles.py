@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pydantic
 
 from srvthreds_engine.apps.config_files import ConfigFileError, read_model
 from srvthreds_engine.core.addresses import ResolverConfig, SessionsModel
 from srvthreds_engine.core.errors import PatternError
-from srvthreds_engine.core.patterns import Pattern, load_patterns
+from srvthreds_engine.core.patterns import Pattern, load_patterns, parse_pattern, pattern_files
 from srvthreds_engine.ports import Session
 
 Config = TypeVar("Config", bound=pydantic.BaseModel)
@@ -112,3 +115,39 @@ def _read_config(path: Path, model: type[Config]) -> Config:
         return read_model(path, model=model)
     except ConfigFileError as exc:
         raise ProfileError(str(exc)) from None
+
+
+class PatternSource:
+    """The patterns of a node: its folder (a mounted ConfigMap) and MongoDB's active ones."""
+
+    def __init__(
+        self,
+        folder: Path | None,
+        *,
+        stored: Callable[[], Awaitable[list[dict[str, Any]]]] | None,
+    ) -> None:
+        self.folder = folder
+        self._stored = stored
+
+    def digest(self) -> str:
+        """A digest of the folder's pattern files (names and contents): changes show here."""
+        hasher = hashlib.sha256()
+        if self.folder is not None and self.folder.is_dir():
+            for path in pattern_files([self.folder]):
+                hasher.update(path.name.encode())
+                with contextlib.suppress(OSError):
+                    hasher.update(path.read_bytes())
+        return hasher.hexdigest()
+
+    async def load(self) -> list[Pattern]:
+        """Every pattern, validated; raises PatternError naming the file (or model) and path."""
+        patterns = load_pattern_folder(self.folder) if self.folder is not None else []
+        known = {pattern.pattern_id for pattern in patterns}
+        if self._stored is not None:
+            for document in await self._stored():
+                name = f"PatternModel:{document.get('id', '?')}"
+                pattern = parse_pattern(document, file=name)
+                if pattern.pattern_id not in known:
+                    known.add(pattern.pattern_id)
+                    patterns.append(pattern)
+        return patterns

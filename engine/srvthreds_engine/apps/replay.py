@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from json import encoder as json_encoder
-from typing import Any, TextIO, TypeVar
+from typing import Any, Protocol, TextIO, TypeVar
 
 import pydantic
 
@@ -22,6 +22,7 @@ from srvthreds_engine.core.clock import VirtualClock
 from srvthreds_engine.core.events import Event
 from srvthreds_engine.core.limits import depth_problem, may_be_too_deep, too_deep_message
 from srvthreds_engine.core.patterns import Pattern
+from srvthreds_engine.ports import Persistence, SessionStore, ThredStore
 from srvthreds_engine.service.processing import Engine
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
@@ -38,8 +39,22 @@ class ReplayInputError(ValueError):
     """An input line that cannot be used: names the input and the line (and JSON path)."""
 
 
+class ReportedPersistence(Persistence, Protocol):
+    """Persistence that also keeps, in order, the log records and archived threds replay reports.
+
+    `MemoryPersistence` is one; replay clears `log` after each line.
+    """
+
+    log: list[dict[str, Any]]
+    archive: list[dict[str, Any]]
+
+
 class Replay:
-    """One engine with in-memory ports and a virtual clock, driven line by line."""
+    """One engine with in-memory ports and a virtual clock, driven line by line.
+
+    The store, session store and persistence may be replaced (tests run the same scripts on
+    the database adapters); give them `clock`, the virtual clock replay moves.
+    """
 
     def __init__(
         self,
@@ -47,11 +62,19 @@ class Replay:
         *,
         sessions_model: SessionsModel | None = None,
         resolver_config: ResolverConfig | None = None,
+        clock: VirtualClock | None = None,
+        store: ThredStore | None = None,
+        sessions: SessionStore | None = None,
+        persistence: ReportedPersistence | None = None,
     ) -> None:
-        self.clock = VirtualClock()
-        self.storage = MemoryThredStore(clock=self.clock)
-        self.sessions = MemorySessionStore()
-        self.persistence = MemoryPersistence()
+        self.clock = clock if clock is not None else VirtualClock()
+        self.storage: ThredStore = (
+            store if store is not None else MemoryThredStore(clock=self.clock)
+        )
+        self.sessions: SessionStore = sessions if sessions is not None else MemorySessionStore()
+        self.persistence: ReportedPersistence = (
+            persistence if persistence is not None else MemoryPersistence()
+        )
         self.dispatcher = ListDispatcher()
         self.engine = Engine(
             patterns=patterns,
@@ -86,18 +109,27 @@ class Replay:
                 for record in self.persistence.log
             ],
         }
-        texts = self._thred_texts()
+        texts = await self._thred_texts()
         if not texts:
             # Nothing stored (every thred ended): one encoder call does.
             return _dumps({**head, "threds": [], **tail})
         # `{head…}` and `{…tail}` around the threds: two encoder calls, not one per part.
         return f'{_dumps(head)[:-1]},"threds":[{",".join(texts)}],{_dumps(tail)[1:]}'
 
-    def _thred_texts(self) -> list[str]:
-        # A saved thred is a new dict in the store, so identity tells whether a text is current.
+    async def _stored_items(self) -> list[tuple[str, dict[str, Any]]]:
+        storage = self.storage
+        if isinstance(storage, MemoryThredStore):
+            return storage.stored_items()
+        # Another store has no dicts of its own to share: each listing builds new ones.
+        threds = sorted(await storage.list_threds(), key=lambda thred: thred.id)
+        return [(thred.id, thred.stored()) for thred in threds]
+
+    async def _thred_texts(self) -> list[str]:
+        # A saved thred is a new dict in the memory store, so identity tells whether a text is
+        # current (other stores give new dicts on every listing: never current).
         cache = self._thred_text_cache
         texts: list[str] = []
-        items = self.storage.stored_items()
+        items = await self._stored_items()
         for thred_id, stored in items:
             cached = cache.get(thred_id)
             if cached is None or cached[0] is not stored:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -144,7 +144,9 @@ class Engine:
         self._next_due_ms: int | None = None
         self.watches = ThredWatches()
         # Where reloadPattern/reloadAllPatterns read patterns from (the profile, a database).
-        self.pattern_loader: Callable[[], Sequence[Pattern]] | None = None
+        self.pattern_loader: Callable[[], Awaitable[Sequence[Pattern]]] | None = None
+        # Tells the other replicas that patterns changed (the id, or None for all).
+        self.announce_patterns: Callable[[str | None], Awaitable[object]] | None = None
         # Called with the delay in ms when an admin asks for a shutdown.
         self.shutdown_requested: Callable[[int], None] | None = None
         self.set_patterns(patterns)

@@ -171,23 +171,30 @@ async def _reload_pattern(
         merged[wanted] = found
         return list(merged.values())
 
-    _reload(engine, op="reloadPattern", choose=replace_one)
+    await _reload(engine, op="reloadPattern", choose=replace_one, changed=wanted)
     return {"patternId": wanted}
 
 
 async def _reload_all(
     engine: Engine, event: dict[str, Any], values: dict[str, Any]
 ) -> dict[str, Any]:
-    loaded = _reload(engine, op="reloadAllPatterns", choose=lambda fresh: fresh)
+    loaded = await _reload(engine, op="reloadAllPatterns", choose=lambda fresh: fresh, changed=None)
     return {"patternIds": [pattern.pattern_id for pattern in loaded]}
 
 
-def _reload(
-    engine: Engine, *, op: str, choose: Callable[[list[Pattern]], list[Pattern]]
+async def _reload(
+    engine: Engine,
+    *,
+    op: str,
+    choose: Callable[[list[Pattern]], list[Pattern]],
+    changed: str | None,
 ) -> list[Pattern]:
-    """Re-read every pattern, pick the new set and swap it in whole; on failure keep the old."""
+    """Re-read every pattern, pick the new set and swap it in whole; on failure keep the old.
+
+    Other engine replicas are then told (`patternChanged`) and reload from the same source.
+    """
     try:
-        chosen = choose(_read_patterns(engine, op=op))
+        chosen = choose(await _read_patterns(engine, op=op))
     except errors.EngineError as exc:
         _reloaded(engine, op=op, result="failed")
         log.warning("pattern reload failed", extra={"op": op, "reason": exc.message})
@@ -199,10 +206,12 @@ def _reload(
         "patterns reloaded",
         extra={"op": op, "patterns": [pattern.pattern_id for pattern in chosen]},
     )
+    if engine.announce_patterns is not None:
+        await engine.announce_patterns(changed)
     return chosen
 
 
-def _read_patterns(engine: Engine, *, op: str) -> list[Pattern]:
+async def _read_patterns(engine: Engine, *, op: str) -> list[Pattern]:
     loader = engine.pattern_loader
     if loader is None:
         raise errors.EngineError(
@@ -213,7 +222,7 @@ def _read_patterns(engine: Engine, *, op: str) -> list[Pattern]:
     try:
         # NB: not in a worker thread: compiled JSONata expressions (jsonatapy) may only be used
         # by the thread that compiled them, and the process panics otherwise.
-        return list(loader())
+        return list(await loader())
     except errors.PatternError as exc:
         raise errors.EngineError(
             f"{op} refused, the loaded patterns are unchanged: {exc}",

@@ -381,16 +381,18 @@ async def test_a_published_message_arrives_with_its_message_id(
     assert json.loads(message.body) == body
 
 
-async def test_an_unroutable_message_raises(broker: RabbitBroker) -> None:
+async def test_an_unroutable_message_is_returned_and_the_rest_delivered(
+    broker: RabbitBroker, admin: AbstractChannel, topology: Topology
+) -> None:
     publisher = RabbitMessagePublisher(broker)
-    with pytest.raises(MessagingError, match="not confirmed"):
-        await publisher.publish(
-            [RoutedMessage(routing_key="org.wt.nobody", message_id="x", body={"id": "x"})]
-        )
-    # The channel is still usable afterwards.
-    await publisher.publish(
-        [RoutedMessage(routing_key="org.wt.robot", message_id="y", body={"id": "y"})]
-    )
+    nobody = RoutedMessage(routing_key="org.wt.nobody", message_id="x", body={"id": "x"})
+    robot = RoutedMessage(routing_key="org.wt.robot", message_id="y", body={"id": "y"})
+    assert await publisher.publish([nobody, robot]) == [nobody]
+    # The channel is still usable afterwards, and the routable message arrived.
+    assert await publisher.publish([robot]) == []
+    for _ in range(2):
+        received = await take_from(admin, topology.prefix + "robot-message-queue")
+        assert received.message_id == "y"
 
 
 # --- broker restart ----------------------------------------------------------------------------

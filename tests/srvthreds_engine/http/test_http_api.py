@@ -43,6 +43,9 @@ class FakeBackend:
     def readiness(self) -> dict[str, bool]:
         return dict(self.checks)
 
+    def readiness_details(self) -> dict[str, Any]:
+        return {}
+
     def recent_messages(self) -> list[dict[str, Any]]:
         return [{"event": {"id": "evt1"}, "to": ["alice"]}]
 
