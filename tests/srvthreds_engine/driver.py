@@ -3,16 +3,73 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from srvthreds_engine.apps.config_files import read_resolver_config, read_sessions_model
 from srvthreds_engine.apps.replay import Replay
 from srvthreds_engine.core.addresses import ResolverConfig, SessionsModel
-from srvthreds_engine.core.patterns import load_patterns, parse_pattern
+from srvthreds_engine.core.patterns import Pattern, load_patterns, parse_pattern
 
 DATA = Path(__file__).parent / "data"
 SOURCE = {"id": "test.dataset"}
+
+
+class Backend(Protocol):
+    """Builds the Replay of a Driver: on memory, or on other adapters sharing its clock."""
+
+    name: str
+
+    def replay(
+        self,
+        patterns: list[Pattern],
+        *,
+        sessions_model: SessionsModel,
+        resolver_config: ResolverConfig,
+    ) -> Replay: ...
+
+
+class MemoryBackend:
+    """Replay as the command runs it: every port in memory."""
+
+    name = "memory"
+
+    def replay(
+        self,
+        patterns: list[Pattern],
+        *,
+        sessions_model: SessionsModel,
+        resolver_config: ResolverConfig,
+    ) -> Replay:
+        """A Replay on its default ports."""
+        return Replay(patterns, sessions_model=sessions_model, resolver_config=resolver_config)
+
+
+@dataclass
+class _Setting:
+    backend: Backend
+
+
+# Set per test (tests/srvthreds_engine/conftest.py), not passed: Drivers are made in helpers.
+_SETTING = _Setting(backend=MemoryBackend())
+
+
+def current_backend() -> Backend:
+    """The backend the next Driver is built on."""
+    return _SETTING.backend
+
+
+@contextmanager
+def using_backend(backend: Backend) -> Iterator[Backend]:
+    """Drivers made inside the block are built on `backend`."""
+    previous, _SETTING.backend = _SETTING.backend, backend
+    try:
+        yield backend
+    finally:
+        _SETTING.backend = previous
 
 
 def std_event(event_id: str, event_type: str, **fields: Any) -> dict[str, Any]:
@@ -35,7 +92,7 @@ class Driver:
                 loaded.extend(load_patterns([DATA / pattern]))
             else:
                 loaded.append(parse_pattern(pattern, file="<test>"))
-        self.replay = Replay(
+        self.replay = current_backend().replay(
             loaded,
             sessions_model=sessions_model or read_sessions_model(DATA / "sessions_model.json"),
             resolver_config=resolver_config or read_resolver_config(DATA / "resolver_config.json"),

@@ -366,3 +366,26 @@ async def test_broadcast_and_echo_titles_name_the_source_by_id_never_by_name() -
     line = tell("c", "participant1", t)
     line["source"]["name"] = "Yann"
     assert titles(await driver.send(line)) == ["Action by participant1", "ack"]
+
+
+# --- decide, then commit: a failed processing sends nothing but its error -----------------------
+
+
+async def test_a_later_hop_that_throws_sends_none_of_the_earlier_hops_messages() -> None:
+    forward = step("go", "went", transition={"name": "$next", "input": "forward"})
+    broken = {
+        "name": "broken",
+        "condition": {
+            "type": "filter",
+            "xpr": is_type("go"),
+            "transform": {"eventDataTemplate": {"title": "$xpr( $error('boom') )"}},
+            "publish": {"to": "out"},
+        },
+    }
+    driver = Driver(pattern(starter(), forward, broken))
+    t = await started(driver)
+    before = only_thred(driver.outputs[-1])
+    output = await driver.send(event("g", "go", thredId=t))
+    # Only the error notification: the first hop's "went" was never committed, so never sent.
+    assert error_of(output)["code"] == 5000
+    assert only_thred(output) == before

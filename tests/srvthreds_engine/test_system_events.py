@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from tests.srvthreds_engine.driver import Driver, error_of, only_thred
 from tests.srvthreds_engine.test_conditions import event, is_type, pattern, say, started, starter
 
@@ -211,6 +213,7 @@ async def test_watch_expires_after_a_minute_unless_renewed() -> None:
     assert (await driver.advance(1000))["messages"] == []
 
 
+@pytest.mark.memory_only(reason="on MongoDB dataControl runs; the refusal is memory's")
 async def test_data_control_without_a_database_is_refused_naming_why() -> None:
     # It used to answer a list of nulls: in memory there is nothing to run the tasks against.
     driver = await admin_driver()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from bson.errors import InvalidDocument
-from pymongo import AsyncMongoClient, ReplaceOne, UpdateOne
+from pymongo import AsyncMongoClient, ReplaceOne, UpdateOne, uri_parser
 from pymongo.asynchronous.client_session import AsyncClientSession
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import BulkWriteError, OperationFailure, PyMongoError, WriteError
@@ -39,6 +41,8 @@ Collection = AsyncCollection[Document]
 Session = AsyncClientSession | None
 
 DEFAULT_DATABASE = "nr"
+REFUSALS_KEPT = 100
+_log = logging.getLogger(__name__)
 EVENT_RECORDS = "EventRecord"
 THRED_LOG = "ThredLogRecord"
 THRED_RECORDS = "ThredRecord"
@@ -68,17 +72,6 @@ class _Write:
             await collection.replace_one(self.filter, self.update, upsert=True)
         else:
             await collection.update_one(self.filter, self.update, upsert=True)
-
-
-class RecordsRefusedError(RuntimeError):
-    """The server refused some buffered records for good (duplicate key, invalid document).
-
-    The other records of the flush were written; the refused ones are dropped.
-    """
-
-    def __init__(self, refusals: list[str]) -> None:
-        super().__init__("records refused by MongoDB: " + "; ".join(refusals))
-        self.refusals = refusals
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +169,8 @@ class MongoPersistence:
         # flush that took this caller's writes, or the caller would ack before they are durable.
         self._flush_lock = asyncio.Lock()
         self._transactions_refused: str | None = None
+        # The latest records the server refused for good (see flush), newest last.
+        self.refused: deque[str] = deque(maxlen=REFUSALS_KEPT)
         self._transactions_checked = False
 
     @classmethod
@@ -183,18 +178,23 @@ class MongoPersistence:
         cls,
         url: str,
         *,
-        database: str = DEFAULT_DATABASE,
+        database: str | None = None,
         clock: Clock | None = None,
         timeout_ms: int = 5000,
     ) -> MongoPersistence:
-        """A persistence with its own client (no I/O until first used)."""
+        """A persistence with its own client (no I/O until first used).
+
+        The database is `database`, else the one the URL names (`mongodb://host/<db>`), else
+        `nr` (spec §13).
+        """
         client: AsyncMongoClient[Document] = AsyncMongoClient(
             url,
             serverSelectionTimeoutMS=timeout_ms,
             connectTimeoutMS=timeout_ms,
             tz_aware=True,
         )
-        return cls(client, database=database, clock=clock)
+        named = uri_parser.parse_uri(url).get("database")
+        return cls(client, database=database or named or DEFAULT_DATABASE, clock=clock)
 
     # --- health ------------------------------------------------------------------------------
 
@@ -250,23 +250,26 @@ class MongoPersistence:
     async def flush(self) -> None:
         """Write everything buffered; on failure it stays buffered (and the error is raised).
 
-        Records the server refuses for good (RecordsRefusedError) are dropped, not retried:
-        they would be refused again and hold back every later flush.
+        Records the server refuses for good (a duplicate key, a document it cannot store, such
+        as an integer beyond 64 bits) are dropped, logged and kept in `refused`, not retried:
+        they would be refused again and hold back every later flush, and the processing they
+        record is already committed.
         """
         async with self._flush_lock:
             batch, self._pending = self._pending, _Pending()
             if batch.empty():
                 return
             try:
-                await self._write(batch)
-            except RecordsRefusedError:
-                raise
+                refusals = await self._write(batch)
             except BaseException:
                 batch.absorb(self._pending)
                 self._pending = batch
                 raise
+        for refusal in refusals:
+            _log.error("record refused by MongoDB, dropped: %s", refusal)
+        self.refused.extend(refusals)
 
-    async def _write(self, batch: _Pending) -> None:
+    async def _write(self, batch: _Pending) -> list[str]:
         bulks = _bulk_writes(batch)
         outcomes = await asyncio.gather(
             *(self._bulk(name, writes) for name, writes in bulks), return_exceptions=True
@@ -276,8 +279,7 @@ class MongoPersistence:
             if isinstance(outcome, BaseException):
                 raise outcome
             refusals.extend(outcome)
-        if refusals:
-            raise RecordsRefusedError(refusals)
+        return refusals
 
     async def _bulk(self, name: str, writes: list[_Write]) -> list[str]:
         """Write one collection's records; the refusals of those the server refuses for good."""

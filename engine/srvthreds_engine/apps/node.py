@@ -151,6 +151,10 @@ class NodeRuntime:
             loaded_at_ms=clock.now_ms(),
             pattern_ids=[pattern.pattern_id for pattern in engine.patterns],
         )
+        # sysControl reloadPattern/reloadAllPatterns read the same source, then tell every
+        # replica (`patternChanged`).
+        engine.pattern_loader = source.load
+        engine.announce_patterns = parts.announce_patterns
         self._max_concurrent = max_concurrent_events
         self._pattern_poll_seconds = pattern_poll_seconds
         self._health: dict[str, bool] = dict.fromkeys(parts.checks, False)
@@ -317,26 +321,35 @@ class NodeRuntime:
                 self._digest = digest
                 await self.reload_patterns(reason="pattern folder changed")
 
-    async def reload_patterns(self, *, reason: str) -> bool:
-        """Load every pattern and swap them in whole; on error keep the old set and say why."""
+    async def reload_patterns(
+        self, *, reason: str, op: str = "watch", only: str | None = None
+    ) -> bool:
+        """Load the patterns and swap them in whole (or just pattern `only`).
+
+        On error the old set stays, and /ready, the metric and the log say why.
+        """
         try:
             patterns = await self.source.load()
         except PatternError as exc:
             self.pattern_status.ok = False
             self.pattern_status.error = str(exc)
-            self.metrics.pattern_reloads.labels(op="watch", result="failed").inc()
+            self.metrics.pattern_reloads.labels(op=op, result="failed").inc()
             log.error(
                 "patterns not reloaded: the old set stays",
                 extra={"reason": reason, "error": str(exc)},
             )
             return False
+        if only is not None:
+            merged = {pattern.pattern_id: pattern for pattern in self.engine.patterns}
+            merged.update((item.pattern_id, item) for item in patterns if item.pattern_id == only)
+            patterns = list(merged.values())
         self.engine.set_patterns(patterns)
         self.pattern_status = PatternStatus(
             ok=True,
             loaded_at_ms=self.clock.now_ms(),
             pattern_ids=[pattern.pattern_id for pattern in patterns],
         )
-        self.metrics.pattern_reloads.labels(op="watch", result="ok").inc()
+        self.metrics.pattern_reloads.labels(op=op, result="ok").inc()
         log.info(
             "patterns reloaded",
             extra={"reason": reason, "patterns": self.pattern_status.pattern_ids},
@@ -344,8 +357,14 @@ class NodeRuntime:
         return True
 
     async def pattern_changed_elsewhere(self, pattern_id: str | None) -> None:
-        """Another replica reloaded patterns (`patternChanged`): load them here too."""
-        await self.reload_patterns(reason=f"patternChanged {pattern_id or 'all'}")
+        """A replica reloaded patterns (`patternChanged`): load them here too.
+
+        The replica that ran the reload gets its own notice as well, which brings its /ready
+        pattern status up to date (loading the same files twice changes nothing).
+        """
+        await self.reload_patterns(
+            reason=f"patternChanged {pattern_id or 'all'}", op="patternChanged", only=pattern_id
+        )
 
     # --- ApiBackend ----------------------------------------------------------------------------
 
@@ -413,6 +432,9 @@ def transient_errors() -> tuple[type[BaseException], ...]:
         redis.exceptions.ConnectionError,
         redis.exceptions.TimeoutError,
         redis_adapter.LockLostError,
+        # A thred lock held past the retries: by a slow processing, or by a crashed replica
+        # until its TTL runs out. Retried later, never a 5000 to the sender nor a dropped timer.
+        redis_adapter.LockTimeoutError,
         pymongo.errors.ConnectionFailure,
         pymongo.errors.NetworkTimeout,
         rabbitmq.MessagingError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from json import encoder as json_encoder
-from typing import Any, Protocol, TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import pydantic
 
@@ -22,7 +22,7 @@ from srvthreds_engine.core.clock import VirtualClock
 from srvthreds_engine.core.events import Event
 from srvthreds_engine.core.limits import depth_problem, may_be_too_deep, too_deep_message
 from srvthreds_engine.core.patterns import Pattern
-from srvthreds_engine.ports import Persistence, SessionStore, ThredStore
+from srvthreds_engine.ports import SessionStore, ThredStore
 from srvthreds_engine.service.processing import Engine
 
 ModelT = TypeVar("ModelT", bound=pydantic.BaseModel)
@@ -39,21 +39,13 @@ class ReplayInputError(ValueError):
     """An input line that cannot be used: names the input and the line (and JSON path)."""
 
 
-class ReportedPersistence(Persistence, Protocol):
-    """Persistence that also keeps, in order, the log records and archived threds replay reports.
-
-    `MemoryPersistence` is one; replay clears `log` after each line.
-    """
-
-    log: list[dict[str, Any]]
-    archive: list[dict[str, Any]]
-
-
 class Replay:
     """One engine with in-memory ports and a virtual clock, driven line by line.
 
     The store, session store and persistence may be replaced (tests run the same scripts on
-    the database adapters); give them `clock`, the virtual clock replay moves.
+    the database adapters); give them `clock`, the virtual clock replay moves. The output
+    reports what the persistence keeps in memory, so another one subclasses MemoryPersistence
+    (and forwards its writes).
     """
 
     def __init__(
@@ -65,16 +57,14 @@ class Replay:
         clock: VirtualClock | None = None,
         store: ThredStore | None = None,
         sessions: SessionStore | None = None,
-        persistence: ReportedPersistence | None = None,
+        persistence: MemoryPersistence | None = None,
     ) -> None:
         self.clock = clock if clock is not None else VirtualClock()
         self.storage: ThredStore = (
             store if store is not None else MemoryThredStore(clock=self.clock)
         )
         self.sessions: SessionStore = sessions if sessions is not None else MemorySessionStore()
-        self.persistence: ReportedPersistence = (
-            persistence if persistence is not None else MemoryPersistence()
-        )
+        self.persistence = persistence if persistence is not None else MemoryPersistence()
         self.dispatcher = ListDispatcher()
         self.engine = Engine(
             patterns=patterns,

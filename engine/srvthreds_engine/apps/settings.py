@@ -25,9 +25,17 @@ class Settings(BaseSettings):
 
     port: int = Field(default=3001, ge=1, le=65535, description="HTTP API port.")
     host: str = Field(default="0.0.0.0", description="HTTP API bind address.")  # noqa: S104
-    redis_url: str = Field(default="", description="Redis URL; empty = in-memory storage.")
-    mongodb_url: str = Field(default="", description="MongoDB URL; empty = in-memory persistence.")
-    rabbitmq_url: str = Field(default="", description="RabbitMQ URL; empty = in-memory queues.")
+    redis_url: str = Field(
+        default="", description="Redis URL (thred state, sessions, locks); empty = in memory."
+    )
+    mongodb_url: str = Field(
+        default="", description="MongoDB URL (event records, thred log, archive); empty = memory."
+    )
+    rabbitmq_url: str = Field(
+        default="",
+        description="RabbitMQ URL: set, the engine is a node of a distributed engine (shared "
+        "event queue); empty = the embedded mode (needs REDIS_URL and MONGODB_URL unset too).",
+    )
     log_level: LogLevel = Field(default="INFO", description="Log level.")
     log_format: LogFormat = Field(
         default="json", description="`json` (an object a line) or `text`."
@@ -45,7 +53,10 @@ class Settings(BaseSettings):
         "unset = the profile's engine.json `synchronousMode` (default true).",
     )
     event_queue_size: int = Field(
-        default=10_000, ge=1, description="Inbound queue capacity (POST /events: 503 when full)."
+        default=10_000,
+        ge=1,
+        description="Inbound queue capacity of the embedded mode (POST /events: 503 while "
+        "full, 413 for a list larger than the capacity).",
     )
     max_concurrent_events: int = Field(
         default=64, ge=1, description="Events processed at once when not in synchronous mode."

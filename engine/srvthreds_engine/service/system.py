@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ADMIN_ROLE = "admin"
+THRED_STATUSES = ("active", "terminated", "all")
 Operation = Callable[["Engine", dict[str, Any], dict[str, Any]], Awaitable[dict[str, Any]]]
 
 
@@ -124,6 +125,11 @@ async def _get_threds(
     engine: Engine, event: dict[str, Any], values: dict[str, Any]
 ) -> dict[str, Any]:
     status = str(values.get("status") or "active")
+    if status not in THRED_STATUSES:
+        raise errors.EngineError(
+            f"Unknown getThreds status {status}: use one of {', '.join(THRED_STATUSES)}",
+            code=errors.BAD_ARGUMENT,
+        )
     matcher = _terminated_matcher(values)
     views: list[dict[str, Any]] = []
     if status in ("active", "all"):
