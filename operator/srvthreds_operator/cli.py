@@ -71,7 +71,14 @@ def _run(args: argparse.Namespace, *, stdout: TextIO, stdin: TextIO) -> None:
         "leader_election": args.leader_election,
         "log_format": args.log_format,
     }
-    for name in ("liveness_port", "metrics_port", "lease_namespace", "resync_seconds"):
+    for name in (
+        "liveness_port",
+        "metrics_port",
+        "lease_namespace",
+        "resync_seconds",
+        "retry_base_seconds",
+        "retry_max_seconds",
+    ):
         value = getattr(args, name)
         if value is not None:
             options[name] = value
@@ -102,6 +109,14 @@ def _add_run(subcommands: Any) -> None:
     )
     run.add_argument("--lease-namespace", help="namespace of the leader-election Lease")
     run.add_argument("--resync-seconds", type=float, help="period of the full resync")
+    run.add_argument(
+        "--retry-base-seconds",
+        type=float,
+        help="back-off ceiling before the first retry of a failed pass (default 1)",
+    )
+    run.add_argument(
+        "--retry-max-seconds", type=float, help="cap of the retry back-off (default 300)"
+    )
     run.add_argument("--log-format", choices=("json", "text"), default="json")
     run.set_defaults(handler=_run)
 

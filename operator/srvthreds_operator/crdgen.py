@@ -102,8 +102,7 @@ def _root_schema() -> dict[str, Any]:
         "x-kubernetes-validations": [
             {
                 "rule": f"self.metadata.name.size() <= {model.MAX_CLUSTER_NAME_LENGTH}",
-                "message": f"metadata.name must be at most {model.MAX_CLUSTER_NAME_LENGTH} "
-                "characters (child names must stay DNS labels)",
+                "message": model.NAME_LIMIT_MESSAGE,
             }
         ],
     }

@@ -3,6 +3,12 @@
 The decision is pure (`decide`); `LeaderElector` applies it through the Kube protocol with an
 optimistic-concurrency replace, so two candidates racing for an expired Lease cannot both win:
 the loser's replace fails with a conflict and it goes back to waiting.
+
+Expiry is judged as client-go's leaderelection does (observedRecord + observedTime): a candidate
+remembers the Lease record it last saw and the local monotonic time at which that record last
+CHANGED, and takes over only when it has not changed for leaseDurationSeconds. The holder's
+wall-clock `renewTime` is never compared with the local clock, so clock skew between nodes can
+neither make a live leader look expired (two leaders) nor keep a dead one looking alive.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import dataclasses
 import datetime
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -23,6 +30,7 @@ API_VERSION = "coordination.k8s.io/v1"
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime.datetime]
+Monotonic = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -35,13 +43,24 @@ class Decision(enum.Enum):
     WAIT = "wait"
 
 
+RECORD_FIELDS = (
+    "holderIdentity",
+    "leaseDurationSeconds",
+    "acquireTime",
+    "renewTime",
+    "leaseTransitions",
+)
+"""The Lease spec fields that make up the election record; a renewal changes renewTime."""
+
+
 @dataclasses.dataclass(frozen=True)
 class LeaseState:
     """The Lease fields the decision needs."""
 
     holder: str | None
-    renew_time: datetime.datetime | None
     duration_seconds: int
+    record: tuple[tuple[str, Any], ...] = ()
+    """The election record (RECORD_FIELDS), compared between reads to see the holder renew."""
 
 
 def parse_time(value: str | None) -> datetime.datetime | None:
@@ -63,21 +82,46 @@ def lease_state(lease: Mapping[str, Any] | None) -> LeaseState | None:
     spec = lease.get("spec") or {}
     return LeaseState(
         holder=spec.get("holderIdentity") or None,
-        renew_time=parse_time(spec.get("renewTime")),
         duration_seconds=int(spec.get("leaseDurationSeconds") or 0),
+        record=tuple((field, spec.get(field)) for field in RECORD_FIELDS),
     )
 
 
-def decide(state: LeaseState | None, *, identity: str, now: datetime.datetime) -> Decision:
-    """Create a missing Lease, renew our own, take over a released or expired one, else wait."""
+def decide(state: LeaseState | None, *, identity: str, unchanged_for: float) -> Decision:
+    """Create a missing Lease, renew our own, take over a released or expired one, else wait.
+
+    `unchanged_for` is how long, in local monotonic seconds, the record has been seen unchanged:
+    the Lease has expired when the holder has not renewed it for its whole duration.
+    """
     if state is None:
         return Decision.CREATE
     if state.holder == identity:
         return Decision.RENEW
-    if state.holder is None or state.renew_time is None:
+    if state.holder is None:
         return Decision.TAKE_OVER
-    expiry = state.renew_time + datetime.timedelta(seconds=state.duration_seconds)
-    return Decision.TAKE_OVER if now >= expiry else Decision.WAIT
+    return Decision.TAKE_OVER if unchanged_for >= state.duration_seconds else Decision.WAIT
+
+
+class RecordObserver:
+    """client-go's observedRecord/observedTime: when, locally, the Lease record last changed."""
+
+    def __init__(self, *, monotonic: Monotonic = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._record: tuple[tuple[str, Any], ...] | None = None
+        self._changed_at = 0.0
+
+    def observe(self, state: LeaseState | None) -> float:
+        """Seconds of local monotonic time for which the record has been seen unchanged.
+
+        A record seen for the first time counts as just changed: a new candidate waits a whole
+        lease duration before it may take over, however old the holder's renewTime claims to be.
+        """
+        now = self._monotonic()
+        record = state.record if state is not None else None
+        if record != self._record:
+            self._record = record
+            self._changed_at = now
+        return now - self._changed_at
 
 
 def _utc_now() -> datetime.datetime:
@@ -98,6 +142,7 @@ class LeaderElector:
         renew_seconds: float = 10.0,
         retry_seconds: float = 5.0,
         clock: Clock = _utc_now,
+        monotonic: Monotonic = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._kube = kube
@@ -108,6 +153,8 @@ class LeaderElector:
         self._renew_seconds = renew_seconds
         self._retry_seconds = retry_seconds
         self._clock = clock
+        self._monotonic = monotonic
+        self._observer = RecordObserver(monotonic=monotonic)
         self._sleep = sleep
 
     @property
@@ -120,18 +167,25 @@ class LeaderElector:
         lease = await self._kube.get(
             api_version=API_VERSION, kind="Lease", namespace=self._namespace, name=self._name
         )
-        now = self._clock()
-        decision = decide(lease_state(lease), identity=self._identity, now=now)
+        state = lease_state(lease)
+        decision = decide(
+            state, identity=self._identity, unchanged_for=self._observer.observe(state)
+        )
         if decision is Decision.WAIT:
             return False
+        now = self._clock()
         try:
             if decision is Decision.CREATE:
-                await self._kube.create(self._manifest(now=now, acquired=True, base=None))
+                written = await self._kube.create(self._manifest(now=now, acquired=True, base=None))
             else:
                 acquired = decision is Decision.TAKE_OVER
-                await self._kube.replace(self._manifest(now=now, acquired=acquired, base=lease))
+                written = await self._kube.replace(
+                    self._manifest(now=now, acquired=acquired, base=lease)
+                )
         except ConflictError:
             return False
+        # Our own write is a change of the record too (client-go sets observedTime on success).
+        self._observer.observe(lease_state(written))
         if decision is not Decision.RENEW:
             logger.info("acquired the leader lease %s/%s", self._namespace, self._name)
         return True
@@ -148,19 +202,19 @@ class LeaderElector:
 
     async def hold(self) -> None:
         """Renew until a renewal fails for longer than the lease lasts; then return (lost)."""
-        last_renewal = self._clock()
+        last_renewal = self._monotonic()
         while True:
             await self._sleep(self._renew_seconds)
             try:
                 if await self.try_acquire():
-                    last_renewal = self._clock()
+                    last_renewal = self._monotonic()
                     continue
                 logger.error("leader lease %s was taken by another replica", self._name)
                 return
             except KubeError as error:
                 logger.warning("leader lease renewal failed: %s", error)
             deadline = self._lease_seconds - self._renew_seconds
-            if (self._clock() - last_renewal).total_seconds() >= deadline:
+            if self._monotonic() - last_renewal >= deadline:
                 logger.error("could not renew the leader lease in time; stepping down")
                 return
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,6 +17,21 @@ RECONCILE_DURATION = Histogram(
     "srvthreds_operator_reconcile_duration_seconds",
     "Wall time of one reconcile pass.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+RECONCILE_ERRORS = Counter(
+    "srvthreds_operator_reconcile_errors_total",
+    "Failed reconcile passes by the reason of their error (ApplyFailed, ReadFailed, ApiError,"
+    " Crashed); the message is in the cluster's status.lastError.",
+    ["reason"],
+)
+RECONCILE_RETRIES = Counter(
+    "srvthreds_operator_reconcile_retries_total",
+    "Retries scheduled with back-off after failed reconcile passes.",
+)
+FAILING_PASSES = Gauge(
+    "srvthreds_operator_reconcile_consecutive_failures",
+    "Failed passes in a row of each cluster whose last pass failed (status.retries).",
+    ["namespace", "cluster"],
 )
 CLUSTERS = Gauge(
     "srvthreds_operator_clusters",
@@ -49,6 +65,15 @@ def publish_phases(phases: Mapping[Any, str]) -> None:
     """Set the per-phase gauge from the current phase of every known cluster."""
     for phase in PHASES:
         CLUSTERS.labels(phase=phase).set(sum(1 for p in phases.values() if p == phase))
+
+
+def publish_failures(*, namespace: str, cluster: str, failures: int) -> None:
+    """Set a cluster's consecutive-failure gauge; a cluster with none has no series at all."""
+    if failures:
+        FAILING_PASSES.labels(namespace=namespace, cluster=cluster).set(failures)
+        return
+    with contextlib.suppress(KeyError):
+        FAILING_PASSES.remove(namespace, cluster)
 
 
 def publish_staleness(staleness: Mapping[str, float]) -> None:

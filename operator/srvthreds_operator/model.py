@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -23,10 +24,53 @@ PAUSE_ANNOTATION = "srvthreds.io/reconcile"
 PAUSE_ANNOTATION_VALUE = "paused"
 CONFIG_HASH_ANNOTATION = "srvthreds.io/config-hash"
 
-# The longest child name suffix is "-session-agent-headless" (a Service name, a DNS-1035 label
-# of at most 63 characters), which bounds the cluster name.
-LONGEST_CHILD_SUFFIX = "-session-agent-headless"
-MAX_CLUSTER_NAME_LENGTH = 63 - len(LONGEST_CHILD_SUFFIX)
+
+@dataclasses.dataclass(frozen=True)
+class NameBudget:
+    """The longest child name of one kind, and the Kubernetes limit that name must fit."""
+
+    kind: str
+    suffix: str
+    """The longest suffix the operator appends to the cluster name for a child of this kind."""
+    limit: int
+    why: str
+
+    @property
+    def max_cluster_name(self) -> int:
+        """The longest cluster name whose child of this kind still fits."""
+        return self.limit - len(self.suffix)
+
+
+NAME_BUDGETS: tuple[NameBudget, ...] = (
+    NameBudget(
+        kind="CronJob",
+        suffix="-backup-mongodb",
+        limit=52,
+        why="Kubernetes refuses longer CronJob names, as their Jobs append an 11-character suffix",
+    ),
+    NameBudget(
+        kind="StatefulSet",
+        suffix="-session-agent",
+        limit=52,
+        why="its pods carry the label controller-revision-hash=<statefulset>-<hash of up to 10 "
+        "characters>, and a label value is at most 63 characters",
+    ),
+    NameBudget(
+        kind="Service",
+        suffix="-session-agent-headless",
+        limit=63,
+        why="a Service name is a DNS-1035 label",
+    ),
+)
+"""Every limit a derived child name must fit; the unit tests check that no child is longer."""
+
+BINDING_NAME_BUDGET = min(NAME_BUDGETS, key=lambda budget: budget.max_cluster_name)
+MAX_CLUSTER_NAME_LENGTH = BINDING_NAME_BUDGET.max_cluster_name
+NAME_LIMIT_MESSAGE = (
+    f"metadata.name must be at most {MAX_CLUSTER_NAME_LENGTH} characters: the child "
+    f"{BINDING_NAME_BUDGET.kind} '<name>{BINDING_NAME_BUDGET.suffix}' must fit "
+    f"{BINDING_NAME_BUDGET.limit} characters; {BINDING_NAME_BUDGET.why}"
+)
 
 ComponentName = Literal["engine", "session-agent", "persistence-agent"]
 BrokerName = Literal["redis", "mongodb", "rabbitmq"]
@@ -741,6 +785,15 @@ class SrvThredsClusterStatus(Model):
     last_error: str | None = Field(
         default=None, max_length=1024, description="Last reconcile error (truncated)."
     )
+    retries: int | None = Field(
+        default=None,
+        ge=0,
+        description=(
+            "Failed reconcile passes in a row since the last success. Each failure schedules a"
+            " retry after a capped exponential back-off with full jitter; absent once a pass"
+            " succeeds."
+        ),
+    )
     last_reconcile_time: str | None = Field(
         default=None,
         json_schema_extra={"format": "date-time"},
@@ -915,11 +968,7 @@ _DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 def _check_name(cluster: SrvThredsCluster) -> None:
     if len(cluster.name) > MAX_CLUSTER_NAME_LENGTH:
-        raise SpecError(
-            "metadata.name",
-            f"at most {MAX_CLUSTER_NAME_LENGTH} characters (child names such as "
-            f"'<name>{LONGEST_CHILD_SUFFIX}' must stay DNS labels)",
-        )
+        raise SpecError("metadata.name", NAME_LIMIT_MESSAGE.removeprefix("metadata.name "))
     if not _DNS_LABEL.match(cluster.name):
         raise SpecError("metadata.name", "must be a DNS label starting with a letter")
 

@@ -109,6 +109,10 @@ class Outcome:
     applied: tuple[ChildKey, ...] = ()
     pruned: tuple[ChildKey, ...] = ()
     status_written: bool = False
+    failures: int = 0
+    """Failed passes in a row, this one included (0 unless the result is ERROR)."""
+    error_reason: str | None = None
+    """The reason of the problem that failed this pass (ApplyFailed, ReadFailed, ApiError)."""
 
 
 def utc_now() -> str:
@@ -252,6 +256,8 @@ class _Memory:
     """The status the API server answered that write with (without status.kopf)."""
     skipped: frozenset[str] = frozenset()
     terminating: bool = False
+    failures: int = 0
+    """Failed passes in a row; reported as status.retries and reset by a successful pass."""
 
 
 class _NamespaceTerminatingError(Exception):
@@ -482,6 +488,7 @@ class Reconciler:
         written = await self._write_status(run, memory=memory, observation=observation)
         memory.error = str(error)
         memory.phase = "Failed"
+        memory.failures = 0
         return Outcome(result=Result.INVALID, phase="Failed", status_written=written)
 
     async def _hold(self, run: _Pass, *, memory: _Memory, who: str) -> Outcome:
@@ -489,6 +496,7 @@ class Reconciler:
             note = f"reconciliation paused by {who}; spec changes are not applied"
             await self._event(run, type_="Normal", reason="ReconciliationPaused", note=note)
         memory.paused = True
+        memory.failures = 0
         try:
             await self._observe_only(run)
         except KubeError as error:
@@ -498,7 +506,9 @@ class Reconciler:
         memory.phase = "Paused"
         return Outcome(result=Result.PAUSED, phase="Paused", status_written=written)
 
-    def _observation(self, run: _Pass, *, hibernate: bool, who: str | None = None) -> Observation:
+    def _observation(
+        self, run: _Pass, *, hibernate: bool, who: str | None = None, retries: int = 0
+    ) -> Observation:
         return Observation(
             generation=run.generation,
             workloads=observe_workloads(run.live),
@@ -508,6 +518,7 @@ class Reconciler:
             engine_selector=engine_selector(run.live),
             endpoints=endpoints(run.live),
             skipped=tuple(run.skipped),
+            retries=retries,
         )
 
     async def _report(self, run: _Pass, *, memory: _Memory, hibernate: bool) -> Outcome:
@@ -521,7 +532,8 @@ class Reconciler:
         for note in sorted(set(run.skipped) - memory.skipped):
             await self._event(run, type_="Warning", reason="OptionalKindMissing", note=note)
         memory.skipped = frozenset(run.skipped)
-        observation = self._observation(run, hibernate=hibernate)
+        memory.failures = memory.failures + 1 if run.problem else 0
+        observation = self._observation(run, hibernate=hibernate, retries=memory.failures)
         written = await self._write_status(run, memory=memory, observation=observation)
         return Outcome(
             result=Result.ERROR if run.problem else Result.APPLIED,
@@ -529,6 +541,8 @@ class Reconciler:
             applied=tuple(run.applied),
             pruned=tuple(run.pruned),
             status_written=written,
+            failures=memory.failures,
+            error_reason=run.problem.reason if run.problem else None,
         )
 
     async def _write_status(self, run: _Pass, *, memory: _Memory, observation: Observation) -> bool:
@@ -587,7 +601,13 @@ def _memory_from_status(status: Mapping[str, Any], *, uid: str) -> _Memory:
         c.get("type") == "Paused" and c.get("status") == "True"
         for c in status.get("conditions") or []
     )
-    return _Memory(uid=uid, phase=status.get("phase"), paused=paused, error=status.get("lastError"))
+    return _Memory(
+        uid=uid,
+        phase=status.get("phase"),
+        paused=paused,
+        error=status.get("lastError"),
+        failures=int(status.get("retries") or 0),
+    )
 
 
 def _hibernate(body: Mapping[str, Any]) -> bool:

@@ -20,6 +20,7 @@ from kubernetes_asyncio import config as kube_config
 from kubernetes_asyncio.client import ApiClient, Configuration
 
 from srvthreds_operator import health, metrics
+from srvthreds_operator.backoff import RetryPolicy
 from srvthreds_operator.dispatcher import Dispatcher
 from srvthreds_operator.handlers import PLURAL, build_registry
 from srvthreds_operator.kube import ApiKube
@@ -165,7 +166,11 @@ async def _lead(
 
     blueprint = ModelBlueprint()
     dispatcher = Dispatcher(
-        reconciler=Reconciler(kube=kube, blueprint=blueprint), blueprint=blueprint
+        reconciler=Reconciler(kube=kube, blueprint=blueprint),
+        blueprint=blueprint,
+        retry_policy=RetryPolicy(
+            base_seconds=settings.retry_base_seconds, cap_seconds=settings.retry_max_seconds
+        ),
     )
     kopf_settings = kopf.OperatorSettings()
     tune_kopf(kopf_settings)
@@ -200,7 +205,7 @@ async def _lead(
     elif operator.done():
         logger.error("kopf stopped unexpectedly: %r", _task_error(operator))
     await _shutdown(operator=operator, kopf_stop=kopf_stop, others=[resync, *watchers])
-    await dispatcher.queue.cancel()
+    await dispatcher.stop()
     return status
 
 

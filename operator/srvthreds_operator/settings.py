@@ -59,6 +59,10 @@ class RuntimeSettings:
     identity: str = dataclasses.field(default_factory=_default_identity)
     resync_seconds: float = 90.0
     """Full resync of every cluster (level-based safety net; 60-120 s)."""
+    retry_base_seconds: float = 1.0
+    """Ceiling of the delay before the first retry of a failed pass (doubles per failure)."""
+    retry_max_seconds: float = 300.0
+    """Cap of the retry delay ceiling."""
     watch_stale_seconds: float = 300.0
     """/healthz fails when a watched kind shows no event or bookmark for this long."""
     log_format: str = "json"
@@ -67,6 +71,11 @@ class RuntimeSettings:
     def __post_init__(self) -> None:
         if self.resync_seconds <= 0:
             raise ValueError(f"--resync-seconds must be positive, got {self.resync_seconds}")
+        if self.retry_base_seconds <= 0 or self.retry_max_seconds < self.retry_base_seconds:
+            raise ValueError(
+                "--retry-base-seconds must be positive and at most --retry-max-seconds, got"
+                f" {self.retry_base_seconds} and {self.retry_max_seconds}"
+            )
         if self.log_format not in ("json", "text"):
             raise ValueError(f"--log-format must be json or text, got {self.log_format!r}")
         if self.renew_seconds >= self.lease_seconds:

@@ -88,6 +88,8 @@ class Observation:
     endpoints: Mapping[str, str] = dataclasses.field(default_factory=dict)
     skipped: Sequence[str] = ()
     """Why optional children were not applied (e.g. "ServiceMonitor skipped: ... not installed")."""
+    retries: int = 0
+    """Failed passes in a row, this one included; each failure schedules a retry with back-off."""
 
 
 def observe_workload(
@@ -292,7 +294,7 @@ def compute_status(
 ) -> dict[str, Any]:
     """The whole status (without lastReconcileTime): what the reconciler compares and writes.
 
-    lastError is None when there is no error so that a merge patch removes a stale one.
+    lastError and retries are None when there is no error so that a merge patch removes stale ones.
     """
     phase = compute_phase(observation)
     status: dict[str, Any] = {
@@ -304,6 +306,7 @@ def compute_status(
         "components": compute_components(observation),
         "endpoints": dict(observation.endpoints),
         "lastError": bound(observation.problem.message) if observation.problem else None,
+        "retries": observation.retries or None,
     }
     if observation.engine_selector is not None:
         status["engineSelector"] = observation.engine_selector

@@ -27,9 +27,6 @@ EXPECTED_CLUSTER_RULES: dict[tuple[str, str], frozenset[str]] = {
     ("networking.k8s.io", "networkpolicies"): MANAGE,
     ("batch", "cronjobs"): MANAGE,
     ("batch", "jobs"): READ,
-    ("coordination.k8s.io", "leases"): frozenset(
-        {"get", "list", "watch", "create", "patch", "update"}
-    ),
     ("monitoring.coreos.com", "servicemonitors"): MANAGE,
     ("monitoring.coreos.com", "prometheusrules"): MANAGE,
     ("apiextensions.k8s.io", "customresourcedefinitions"): READ,
@@ -40,6 +37,13 @@ CLUSTER_SCOPED = frozenset(
     {("apiextensions.k8s.io", "customresourcedefinitions"), ("", "namespaces")}
 )
 LEASES = ("coordination.k8s.io", "leases")
+
+EXPECTED_LEASE_RULES: dict[tuple[str, str], frozenset[str]] = {
+    LEASES: frozenset({"get", "create", "update"}),
+}
+"""The leader-election Role, only in the operator's namespace: never in a ClusterRole, which
+would let the operator rewrite every Lease (kube-node-lease's heartbeats included)."""
+LEASE_ROLE = "srvthreds-operator-leader-election"
 
 
 def flatten(rules: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], frozenset[str]]:

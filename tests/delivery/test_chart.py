@@ -11,6 +11,7 @@ from tests.delivery.pss import restricted_violations
 from tests.delivery.rbac_expectations import (
     CLUSTER_SCOPED,
     EXPECTED_CLUSTER_RULES,
+    EXPECTED_LEASE_RULES,
     LEASES,
     flatten,
     wildcards,
@@ -46,13 +47,21 @@ def test_chart_lints_strictly() -> None:
 def test_default_install_is_cluster_wide_with_the_manifests_rbac() -> None:
     rendered = _render()
     (role,) = of_kind(rendered, "ClusterRole")
-    (manifest_role,) = load_documents(MANIFESTS_BASE / "rbac.yaml")
+    manifest_rbac = load_documents(MANIFESTS_BASE / "rbac.yaml")
+    (manifest_role,) = of_kind(manifest_rbac, "ClusterRole")
+    (manifest_lease_role,) = of_kind(manifest_rbac, "Role")
     assert wildcards(role["rules"]) == []
     assert flatten(role["rules"]) == flatten(manifest_role["rules"]) == EXPECTED_CLUSTER_RULES
     (binding,) = of_kind(rendered, "ClusterRoleBinding")
     (account,) = of_kind(rendered, "ServiceAccount")
     assert binding["subjects"][0]["name"] == account["metadata"]["name"]
-    assert of_kind(rendered, "Role") == []
+    (lease_role,) = of_kind(rendered, "Role")
+    assert lease_role["metadata"]["namespace"] == "srvthreds-system"
+    assert flatten(lease_role["rules"]) == flatten(manifest_lease_role["rules"])
+    assert flatten(lease_role["rules"]) == EXPECTED_LEASE_RULES
+    (lease_binding,) = of_kind(rendered, "RoleBinding")
+    assert lease_binding["roleRef"]["name"] == lease_role["metadata"]["name"]
+    assert lease_binding["subjects"][0]["name"] == account["metadata"]["name"]
     assert of_kind(rendered, "PodDisruptionBudget") == []
     assert of_kind(rendered, "PodMonitor") == []
 
@@ -96,13 +105,12 @@ def test_namespace_scoped_install_uses_roles() -> None:
     roles = {
         (r["metadata"]["namespace"], r["metadata"]["name"]): r for r in of_kind(rendered, "Role")
     }
-    namespaced = {
-        k: v for k, v in EXPECTED_CLUSTER_RULES.items() if k not in CLUSTER_SCOPED | {LEASES}
-    }
+    namespaced = {k: v for k, v in EXPECTED_CLUSTER_RULES.items() if k not in CLUSTER_SCOPED}
     for namespace in ("team-a", "team-b"):
         assert flatten(roles[namespace, "srvthreds-operator"]["rules"]) == namespaced
     lease_role = roles["srvthreds-system", "srvthreds-operator-leader-election"]
-    assert set(flatten(lease_role["rules"])) == {LEASES}
+    assert flatten(lease_role["rules"]) == EXPECTED_LEASE_RULES
+    assert all(LEASES not in flatten(r["rules"]) for r in of_kind(rendered, "ClusterRole"))
     bound = {
         (b["metadata"]["namespace"], b["roleRef"]["name"]) for b in of_kind(rendered, "RoleBinding")
     }
@@ -120,7 +128,10 @@ def test_namespace_scoped_install_uses_roles() -> None:
 
 
 def test_leader_election_can_be_switched_off() -> None:
-    (deployment,) = of_kind(_render("leaderElection.enabled=false"), "Deployment")
+    rendered = _render("leaderElection.enabled=false")
+    assert of_kind(rendered, "Role") == []
+    assert of_kind(rendered, "RoleBinding") == []
+    (deployment,) = of_kind(rendered, "Deployment")
     args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
     assert parse_operator_args(args).leader_election is False
 

@@ -10,6 +10,9 @@ from tests.delivery.pss import restricted_violations
 from tests.delivery.rbac_expectations import (
     CLUSTER_SCOPED,
     EXPECTED_CLUSTER_RULES,
+    EXPECTED_LEASE_RULES,
+    LEASE_ROLE,
+    LEASES,
     flatten,
     wildcards,
 )
@@ -60,6 +63,8 @@ def test_base_renders_the_operator_install(base: list[Manifest]) -> None:
         ("ServiceAccount", "srvthreds-operator"),
         ("ClusterRole", "srvthreds-operator"),
         ("ClusterRoleBinding", "srvthreds-operator"),
+        ("Role", LEASE_ROLE),
+        ("RoleBinding", LEASE_ROLE),
         ("Deployment", "srvthreds-operator"),
         ("Service", "srvthreds-operator-metrics"),
     }
@@ -119,21 +124,49 @@ def test_restricted_check_catches_violations() -> None:
         assert any(fragment in p for p in problems), fragment
 
 
-def test_cluster_role_lives_alone_in_rbac_yaml() -> None:
+def test_rbac_yaml_holds_the_cluster_role_and_the_lease_role() -> None:
     documents = load_documents(MANIFESTS_BASE / "rbac.yaml")
     assert [(d["kind"], d["metadata"]["name"]) for d in documents] == [
-        ("ClusterRole", "srvthreds-operator")
+        ("ClusterRole", "srvthreds-operator"),
+        ("Role", LEASE_ROLE),
     ]
 
 
 def test_cluster_role_grants_exactly_what_the_operator_manages() -> None:
-    (role,) = load_documents(MANIFESTS_BASE / "rbac.yaml")
+    (role,) = of_kind(load_documents(MANIFESTS_BASE / "rbac.yaml"), "ClusterRole")
     assert wildcards(role["rules"]) == []
     granted = flatten(role["rules"])
     missing = {k: v - granted.get(k, frozenset()) for k, v in EXPECTED_CLUSTER_RULES.items()}
     extra = {k: v - EXPECTED_CLUSTER_RULES.get(k, frozenset()) for k, v in granted.items()}
     assert {k: sorted(v) for k, v in missing.items() if v} == {}
     assert {k: sorted(v) for k, v in extra.items() if v} == {}
+
+
+def test_leases_are_granted_only_by_a_role_in_the_operators_namespace(
+    base: list[Manifest],
+) -> None:
+    assert all(LEASES not in flatten(r["rules"]) for r in of_kind(base, "ClusterRole"))
+    (role,) = of_kind(base, "Role")
+    assert role["metadata"] == {
+        **role["metadata"],
+        "name": LEASE_ROLE,
+        "namespace": "srvthreds-system",
+    }
+    assert wildcards(role["rules"]) == []
+    assert flatten(role["rules"]) == EXPECTED_LEASE_RULES
+    (binding,) = of_kind(base, "RoleBinding")
+    assert binding["metadata"]["namespace"] == "srvthreds-system"
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": LEASE_ROLE,
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "srvthreds-operator", "namespace": "srvthreds-system"}
+    ]
+    (deployment,) = of_kind(base, "Deployment")
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert parse_operator_args(args).lease_namespace == "srvthreds-system"
 
 
 def test_cluster_role_binding_binds_the_operator_service_account(base: list[Manifest]) -> None:
@@ -171,3 +204,10 @@ def test_namespaced_overlay_binds_rules_only_in_the_watched_namespace() -> None:
         if r["metadata"]["name"].endswith("cluster-read")
     )
     assert set(flatten(cluster_read["rules"])) == CLUSTER_SCOPED
+    assert all(LEASES not in flatten(r["rules"]) for r in of_kind(rendered, "ClusterRole"))
+    lease_bindings = [
+        b for b in of_kind(rendered, "RoleBinding") if b["metadata"]["name"] == LEASE_ROLE
+    ]
+    assert [(b["metadata"]["namespace"], b["roleRef"]["kind"]) for b in lease_bindings] == [
+        ("srvthreds-system", "Role")
+    ]

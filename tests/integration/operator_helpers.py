@@ -235,14 +235,16 @@ def install_monitoring_crds(kube: Kubectl) -> None:
              crd["metadata"]["name"])  # fmt: skip
 
 
-def operator_rbac_documents(user: str) -> list[Manifest]:
-    """The ClusterRoles/Roles of manifests/base/rbac.yaml, plus bindings of each to `user`.
+def operator_rbac_documents(user: str, *, lease_namespace: str) -> list[Manifest]:
+    """The ClusterRole/Roles of manifests/base/rbac.yaml, plus bindings of each to `user`.
 
     The file's own bindings name the operator's ServiceAccount; the tests run the operator as a
-    plain user instead, so RBAC is exercised exactly as written without a pod.
+    plain user instead, so RBAC is exercised exactly as written without a pod. Each test module's
+    operator keeps its Lease in a namespace of its own, so the Roles (the leader-election Role,
+    the only place that grants Leases) are placed there instead of the file's namespace.
     """
     documents = [d for d in yaml.safe_load_all(RBAC_FILE.read_text()) if d]
-    roles = [d for d in documents if d.get("kind") in {"ClusterRole", "Role"}]
+    roles = [copy.deepcopy(d) for d in documents if d.get("kind") in {"ClusterRole", "Role"}]
     if not any(r["kind"] == "ClusterRole" for r in roles):
         raise AssertionError(f"{RBAC_FILE} holds no ClusterRole for the operator")
     subject = {"kind": "User", "name": user, "apiGroup": "rbac.authorization.k8s.io"}
@@ -251,7 +253,8 @@ def operator_rbac_documents(user: str) -> list[Manifest]:
         role_name = role["metadata"]["name"]
         metadata: Manifest = {"name": f"itest-{role_name}-{user}"}
         if role["kind"] == "Role":
-            metadata["namespace"] = role["metadata"]["namespace"]
+            role["metadata"]["namespace"] = lease_namespace
+            metadata["namespace"] = lease_namespace
         bindings.append({
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": f"{role['kind']}Binding",
@@ -263,9 +266,9 @@ def operator_rbac_documents(user: str) -> list[Manifest]:
     return roles + bindings
 
 
-def bind_operator_rbac(kube: Kubectl, *, user: str = OPERATOR_USER) -> None:
-    """Applies the operator's ClusterRole (and any Role) and binds them to `user`."""
-    documents = operator_rbac_documents(user)
+def bind_operator_rbac(kube: Kubectl, *, lease_namespace: str, user: str = OPERATOR_USER) -> None:
+    """Applies the operator's ClusterRole and Lease Role and binds them to `user`."""
+    documents = operator_rbac_documents(user, lease_namespace=lease_namespace)
     for namespace in {d["metadata"]["namespace"] for d in documents if d["kind"] == "Role"}:
         ensure_namespace(kube, namespace)
     apply(kube, documents)
@@ -844,15 +847,15 @@ def prepare_cluster_for_operator(kube: Kubectl, *, lease_namespace: str) -> None
     """CRDs installed, the operator's RBAC bound to its user, the Lease namespace present."""
     install_crds(kube)
     install_monitoring_crds(kube)
-    bind_operator_rbac(kube)
     ensure_namespace(kube, lease_namespace)
+    bind_operator_rbac(kube, lease_namespace=lease_namespace)
 
 
 @contextlib.contextmanager
 def operator_environment(
-    cluster: KubeCluster, *, log_dir: Path, name: str = "operator"
+    cluster: KubeCluster, *, log_dir: Path, name: str = "operator", **options: Any
 ) -> Iterator[OperatorEnv]:
-    """A prepared cluster and one running operator, stopped afterwards."""
+    """A prepared cluster and one running operator (with `options` for it), stopped afterwards."""
     kube = admin_kubectl(cluster)
     lease_namespace = f"itest-lease-{name}-{os.getpid()}"
     prepare_cluster_for_operator(kube, lease_namespace=lease_namespace)
@@ -862,6 +865,7 @@ def operator_environment(
         lease_namespace=lease_namespace,
         name=name,
         kubeconfig=cluster.operator_kubeconfig,
+        **options,
     ) as operator:
         yield OperatorEnv(cluster, kube, operator, served, lease_namespace)
     kube("delete", "namespace", lease_namespace, "--wait=false", "--ignore-not-found", check=False)

@@ -150,3 +150,23 @@ def test_every_sample_is_accepted(
     live = get_cluster(kube, cr["metadata"]["name"], namespace=namespace)
     assert live is not None, f"sample {stem} was not stored"
     assert live["metadata"]["generation"] == 1
+
+
+NAME_LIMIT = 37
+"""The longest cluster name whose children all fit their limits (the backup CronJob binds)."""
+
+
+def test_a_name_one_over_the_limit_is_refused_with_the_limit_and_why(
+    kube: Kubectl, namespace: str, created: list[Manifest]
+) -> None:
+    longest = prepared(sample("minimal"), namespace=namespace, name="n" * NAME_LIMIT)
+    apply(kube, [longest])
+    created.append(longest)
+    too_long = prepared(sample("minimal"), namespace=namespace, name="n" * (NAME_LIMIT + 1))
+
+    result = apply(kube, [too_long], check=False)
+
+    assert result.returncode != 0, "the API server accepted a 38-character cluster name"
+    assert f"metadata.name must be at most {NAME_LIMIT} characters" in result.stderr, result.stderr
+    assert "'<name>-backup-mongodb' must fit 52 characters" in result.stderr, result.stderr
+    assert get_cluster(kube, too_long["metadata"]["name"], namespace=namespace) is None

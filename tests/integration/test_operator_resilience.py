@@ -176,7 +176,7 @@ def test_of_two_operators_only_the_leader_acts_and_the_standby_takes_over(
     standby_kubeconfig = mint_user_kubeconfig(
         STANDBY_USER, folder=tmp_path, cluster_dir=kube_cluster.kubeconfig.parent
     )
-    bind_operator_rbac(kube, user=STANDBY_USER)
+    bind_operator_rbac(kube, lease_namespace=lease_namespace, user=STANDBY_USER)
     cr = prepared(sample("minimal"), namespace=namespace)
     name = cr["metadata"]["name"]
     with running_operator(

@@ -16,6 +16,8 @@ MANIFESTS_DIR = REPO_ROOT / "manifests" / "base"
 ROLE_KINDS = frozenset({"ClusterRole", "Role"})
 BINDING_KINDS = frozenset({"ClusterRoleBinding", "RoleBinding"})
 LOCAL_SUFFIX = "-local-user"
+LOCAL_LEASE_NAMESPACE = "default"
+"""Where the operator keeps its Lease when run outside a pod without --lease-namespace."""
 
 
 def load_manifests(folder: Path) -> list[dict[str, Any]]:
@@ -52,6 +54,30 @@ def user_bindings(documents: Iterable[dict[str, Any]], *, user: str) -> list[dic
     return bindings
 
 
+def _grants_leases(role: dict[str, Any]) -> bool:
+    return any("leases" in (rule.get("resources") or []) for rule in role.get("rules") or [])
+
+
+def local_lease_copies(
+    roles: Iterable[dict[str, Any]], bindings: Iterable[dict[str, Any]], *, namespace: str
+) -> list[dict[str, Any]]:
+    """The Lease Roles (only ever granted in the operator's namespace) and their user bindings,
+    copied into `namespace`, where a locally run operator keeps its Lease."""
+    lease_roles = {
+        role["metadata"]["name"]
+        for role in roles
+        if role["kind"] == "Role" and _grants_leases(role)
+    }
+    copies = []
+    for doc in [*roles, *bindings]:
+        if doc["kind"] not in {"Role", "RoleBinding"}:
+            continue
+        named = doc["metadata"]["name"] if doc["kind"] == "Role" else doc["roleRef"]["name"]
+        if named in lease_roles:
+            copies.append({**doc, "metadata": {**doc["metadata"], "namespace": namespace}})
+    return copies
+
+
 def _ensure_namespaces(kubectl: Kubectl, documents: Iterable[dict[str, Any]]) -> None:
     namespaces = {
         doc["metadata"]["namespace"] for doc in documents if doc["metadata"].get("namespace")
@@ -73,7 +99,8 @@ def grant_operator_rbac(
     bindings = user_bindings(documents, user=user)
     if not bindings:
         return []
-    _ensure_namespaces(kubectl, [*roles, *bindings])
-    stream = {"apiVersion": "v1", "kind": "List", "items": [*roles, *bindings]}
+    local = local_lease_copies(roles, bindings, namespace=LOCAL_LEASE_NAMESPACE)
+    _ensure_namespaces(kubectl, [*roles, *bindings, *local])
+    stream = {"apiVersion": "v1", "kind": "List", "items": [*roles, *bindings, *local]}
     kubectl("apply", "--server-side", "-f", "-", input=yaml.safe_dump(stream))
     return [binding["metadata"]["name"] for binding in bindings]

@@ -198,7 +198,8 @@ def test_every_status_field_the_contract_names_is_declared():
 def test_version_is_required_and_the_name_is_bounded():
     assert _at("spec")["required"] == ["version"]
     (rule,) = _root()["x-kubernetes-validations"]
-    assert str(model.MAX_CLUSTER_NAME_LENGTH) in rule["rule"]
+    assert rule["rule"] == f"self.metadata.name.size() <= {model.MAX_CLUSTER_NAME_LENGTH}"
+    assert rule["message"] == model.NAME_LIMIT_MESSAGE
 
 
 def test_the_crds_command_writes_the_file(tmp_path):

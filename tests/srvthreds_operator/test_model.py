@@ -140,7 +140,8 @@ def test_a_name_too_long_for_child_names_is_refused():
     with pytest.raises(model.SpecError) as caught:
         model.parse_cluster(body(name="x" * (model.MAX_CLUSTER_NAME_LENGTH + 1)))
     assert caught.value.field_path == "metadata.name"
-    assert "at most 40 characters" in caught.value.problem
+    assert f"at most {model.MAX_CLUSTER_NAME_LENGTH} characters" in caught.value.problem
+    assert "-backup-mongodb" in caught.value.problem
 
 
 def test_a_body_without_spec_or_name_is_refused():

@@ -167,6 +167,17 @@ def test_run_builds_runtime_settings_and_calls_the_runner_lazily(monkeypatch):
     assert settings.log_format == "json"
 
 
+def test_run_passes_the_retry_back_off_options(monkeypatch):
+    from srvthreds_operator.settings import RuntimeSettings
+
+    calls: list[RuntimeSettings] = []
+    monkeypatch.setattr("srvthreds_operator.runner.run_operator", calls.append)
+    argv = ["run", "--retry-base-seconds", "0.5", "--retry-max-seconds", "20"]
+    assert cli.main(argv, stdout=io.StringIO()) == 0
+    (settings,) = calls
+    assert (settings.retry_base_seconds, settings.retry_max_seconds) == (0.5, 20.0)
+
+
 def test_run_reports_bad_settings_as_a_user_error(capsys):
     status = cli.main(["run", "--resync-seconds", "0"], stdout=io.StringIO())
     assert status == 2

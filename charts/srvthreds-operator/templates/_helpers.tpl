@@ -104,11 +104,13 @@ manifests/base/rbac.yaml (tests/delivery checks it): no wildcards, reads only wh
   verbs: [get, list, watch, create, patch, update, delete]
 {{- end }}
 
-{{/* Leader election: one Lease, renewed by the leader. */}}
+{{/* Leader election: one Lease, read, created and renewed (or taken over) with update. Granted
+only through a Role in the Lease's namespace, never cluster-wide: a ClusterRole with these rules
+could rewrite every Lease in the cluster, kube-node-lease's node heartbeats included. */}}
 {{- define "srvthreds-operator.leaseRules" -}}
 - apiGroups: [coordination.k8s.io]
   resources: [leases]
-  verbs: [get, list, watch, create, patch, update]
+  verbs: [get, create, update]
 {{- end }}
 
 {{/* Cluster-scoped reads: optional CRDs (ServiceMonitor, PrometheusRule) and kopf's namespace scan. */}}

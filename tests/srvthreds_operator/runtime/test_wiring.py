@@ -50,6 +50,10 @@ def test_settings_refuse_nonsense_with_the_option_name() -> None:
         RuntimeSettings(resync_seconds=0)
     with pytest.raises(ValueError, match="--log-format"):
         RuntimeSettings(log_format="xml")
+    with pytest.raises(ValueError, match="--retry-base-seconds"):
+        RuntimeSettings(retry_base_seconds=0)
+    with pytest.raises(ValueError, match="--retry-max-seconds"):
+        RuntimeSettings(retry_base_seconds=10, retry_max_seconds=5)
 
 
 def test_login_rereads_the_kubeconfig_each_time(
