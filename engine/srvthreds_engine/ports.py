@@ -33,6 +33,11 @@ class SessionStore(Protocol):
     """Live sessions by participant (what `$all`, routing by node and role checks need)."""
 
     async def sessions_for(self, participant_id: str) -> list[Session]: ...
+
+    async def sessions_of(self, participant_ids: Sequence[str]) -> dict[str, list[Session]]:
+        """Live sessions of several participants at once (routing a processing's messages)."""
+        ...
+
     async def participants_with_sessions(self) -> list[str]: ...
     async def add_session(self, session: Session) -> None: ...
 
@@ -184,8 +189,9 @@ class ThredStore(Protocol):
     def unit(
         self, thred_id: str, *, work_key: str, lock: bool = True
     ) -> AbstractAsyncContextManager[ThredUnit]:
-        """Lock `Thred:<thred_id>` (unless `lock` is False: a brand-new id nobody knows yet),
-        load it and whether `work_key` was done for it; unlock on exit (commit is explicit)."""
+        """Lock `Thred:<thred_id>`, load it and whether `work_key` was done for it; unlock on
+        exit (commit is explicit). `lock=False` is for a brand-new id nobody knows yet: no
+        lock, nothing read (`thred` None, `done` False)."""
         ...
 
     async def creation_done(self, work_key: str, *, pattern_id: str) -> bool:

@@ -88,9 +88,11 @@ class _MemoryUnit:
         self.done = False
 
     async def __aenter__(self) -> _MemoryUnit:
-        if self._lock is not None:
-            await self._lock.acquire()
-            self._held = True
+        if self._lock is None:
+            # A brand-new id (the only use of lock=False): nothing is stored under it yet.
+            return self
+        await self._lock.acquire()
+        self._held = True
         self.thred = self._store.load(self._thred_id)
         self.done = self._store.is_done(self._work_key, mark=self._thred_id)
         return self
@@ -317,6 +319,10 @@ class MemorySessionStore:
     async def sessions_for(self, participant_id: str) -> list[Session]:
         """Live sessions of a participant."""
         return list(self._sessions.get(participant_id, []))
+
+    async def sessions_of(self, participant_ids: Sequence[str]) -> dict[str, list[Session]]:
+        """Live sessions of several participants."""
+        return {pid: list(self._sessions.get(pid, [])) for pid in participant_ids}
 
     async def participants_with_sessions(self) -> list[str]:
         """Every participant with at least one session."""

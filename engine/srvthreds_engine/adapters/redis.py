@@ -270,11 +270,15 @@ return 1
 _SESSIONS_FOR = """
 local prefix = ARGV[1]
 local found = {}
-for _, session in ipairs(redis.call('SMEMBERS', prefix .. 'ParticipantSession:' .. ARGV[2])) do
-  local stored = redis.call('HGET', prefix .. 'SessionParticipant:' .. session, 'data')
-  if stored then
-    found[#found + 1] = stored
+for i = 2, #ARGV do
+  local sessions = {}
+  for _, session in ipairs(redis.call('SMEMBERS', prefix .. 'ParticipantSession:' .. ARGV[i])) do
+    local stored = redis.call('HGET', prefix .. 'SessionParticipant:' .. session, 'data')
+    if stored then
+      sessions[#sessions + 1] = stored
+    end
   end
+  found[#found + 1] = sessions
 end
 return found
 """
@@ -380,6 +384,10 @@ class RedisThredUnit:
         self.done = False
 
     async def __aenter__(self) -> RedisThredUnit:
+        if not self._lock_key:
+            # A brand-new id (the only use of lock=False): nothing can be stored under it yet,
+            # and no work can have been done for it, so there is nothing to read.
+            return self
         store = self._store
         keys = [
             self._lock_key or store.key(f"LCK:Thred:{self._thred_id}"),
@@ -721,9 +729,20 @@ class RedisSessionStore:
 
     async def sessions_for(self, participant_id: str) -> list[Session]:
         """Live sessions of a participant, sorted by node id."""
-        found = await self._run(self._for, args=[self.prefix, participant_id])
-        sessions = [_session_from(stored) for stored in found]
-        return sorted(sessions, key=lambda session: (session.node_id, session.session_id or ""))
+        return (await self.sessions_of([participant_id]))[participant_id]
+
+    async def sessions_of(self, participant_ids: Sequence[str]) -> dict[str, list[Session]]:
+        """Live sessions of several participants in one round trip, each sorted by node id."""
+        if not participant_ids:
+            return {}
+        found = await self._run(self._for, args=[self.prefix, *participant_ids])
+        return {
+            participant_id: sorted(
+                (_session_from(stored) for stored in stored_sessions),
+                key=lambda session: (session.node_id, session.session_id or ""),
+            )
+            for participant_id, stored_sessions in zip(participant_ids, found, strict=True)
+        }
 
     async def _run(self, script: AsyncScript, *, args: Sequence[Any]) -> Any:
         return await _run_script(

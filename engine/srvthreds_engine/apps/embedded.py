@@ -260,6 +260,8 @@ class EmbeddedRuntime:
     async def _process(self, event: Event, *, accepted_at: float) -> None:
         try:
             await self.engine.process(event)
+            # In memory, counting the threds costs nothing: keep the gauge exact.
+            await self.engine.report_thred_count()
         except Exception:
             # The engine turns failures into notifications; reaching here means that failed too.
             log.exception("event processing failed", extra={"eventId": event.id})
@@ -289,6 +291,7 @@ class EmbeddedRuntime:
     async def _fire_due_timers(self) -> None:
         try:
             fired = await self.engine.fire_due_timers()
+            await self.engine.report_thred_count()
         except Exception:
             log.exception("expiry timers failed")
             # Without this pause a persistent failure would spin the loop.

@@ -34,7 +34,6 @@ from srvthreds_engine.ports import (
     InboundEvents,
     MessagePublisher,
     Persistence,
-    Session,
     SessionStore,
     ThredStore,
 )
@@ -91,8 +90,7 @@ class QueueDispatcher:
     async def dispatch(self, messages: Sequence[OutboundMessage]) -> None:
         """Publish every routed queue message of `messages`, confirmed, in order."""
         wanted = participants_to_look_up(messages, is_service=self._addresses.is_service)
-        found = await asyncio.gather(*(self._sessions.sessions_for(pid) for pid in wanted))
-        sessions: dict[str, list[Session]] = dict(zip(wanted, found, strict=True))
+        sessions = await self._sessions.sessions_of(wanted) if wanted else {}
         routed = [
             item
             for message in messages
@@ -224,6 +222,8 @@ class NodeRuntime:
         while True:
             await asyncio.sleep(HEALTH_INTERVAL_SECONDS)
             await self._probe()
+            with contextlib.suppress(*self.parts.transient_errors):
+                await self.engine.report_thred_count()
 
     def _backend_down(self) -> None:
         self._healthy.clear()

@@ -147,6 +147,7 @@ class Replay:
             await self.sessions.add_session(directive.to_session())
         else:
             await self.engine.process(_validated(Event, line, where=where))
+        await self.engine.report_thred_count()
 
 
 # Output records are trees of fresh JSON data (no cycles to guard against).

@@ -142,6 +142,7 @@ class Engine:
         )
         self._patterns: dict[str, Pattern] = {}
         self._next_due_ms: int | None = None
+        self._thred_count_stale = False
         self.watches = ThredWatches()
         # Where reloadPattern/reloadAllPatterns read patterns from (the profile, a database).
         self.pattern_loader: Callable[[], Awaitable[Sequence[Pattern]]] | None = None
@@ -493,7 +494,7 @@ class Engine:
             if not committed:
                 self._skipped(pattern, reason=await self._limits_refuse(pattern) or "limits")
                 return None
-        await self._threds_changed()
+        self._thred_count_stale = True
         return thred.id
 
     # --- processing runs (section 5) -----------------------------------------------------------
@@ -665,7 +666,7 @@ class Engine:
         await self.persistence.archive_thred(hops.public_view(thred, pattern=state.pattern))
         for child_id in thred.childThredIds or []:
             await self._terminate(child_id, work=work, only_children=True)
-        await self._threds_changed()
+        self._thred_count_stale = True
 
     async def _terminate(self, thred_id: str, *, work: Work, only_children: bool = False) -> bool:
         """End a stored thred (admin terminate, cascade to children); False if not stored."""
@@ -719,9 +720,14 @@ class Engine:
         """The public view of a thred (state minus context/store, plus pattern facts)."""
         return hops.public_view(thred, pattern=pattern or self._patterns.get(thred.patternId))
 
-    async def _threds_changed(self) -> None:
-        # Without an observer there is no one to tell the thred count: skip counting.
-        if not isinstance(self.observer, NullObserver):
+    async def report_thred_count(self) -> None:
+        """Tell the observer how many threds are stored, if that changed since last asked.
+
+        Called by the runtime (after an event, or every second), not per creation: counting
+        is a round trip to a shared store.
+        """
+        if self._thred_count_stale and not isinstance(self.observer, NullObserver):
+            self._thred_count_stale = False
             self.observer.threds_changed(active=await self.store.count_threds())
 
     # --- delivery ------------------------------------------------------------------------------

@@ -505,6 +505,25 @@ async def test_added_sessions_are_found(sessions: RedisSessionStore) -> None:
     assert await sessions.participants_with_sessions() == ["alice", "bob"]
 
 
+async def test_the_sessions_of_several_participants_come_in_one_round_trip(
+    sessions: RedisSessionStore,
+) -> None:
+    await sessions.add_session(Session("alice", "node-b", ["admin"], "s2"))
+    await sessions.add_session(Session("alice", "node-a", [], "s1"))
+    await sessions.add_session(Session("bob", "node-a"))
+    before = sessions.round_trips.count
+    assert await sessions.sessions_of(["alice", "bob", "carol"]) == {
+        "alice": [
+            Session("alice", "node-a", [], "s1"),
+            Session("alice", "node-b", ["admin"], "s2"),
+        ],
+        "bob": [Session("bob", "node-a")],
+        "carol": [],
+    }
+    assert sessions.round_trips.count - before == 1
+    assert await sessions.sessions_of([]) == {}
+
+
 async def test_a_session_replaces_the_one_on_its_node(sessions: RedisSessionStore) -> None:
     await sessions.add_session(Session("alice", "node-a", [], "s1"))
     await sessions.add_session(Session("alice", "node-a", ["admin"], "s2"))
