@@ -22,7 +22,17 @@ def _operator_section() -> str:
     return run_operator_benchmarks()
 
 
-SECTIONS = {"engine": _engine_section, "operator": _operator_section}
+def _backends_section() -> str:
+    from tests.bench.backends_bench import run_backends_benchmarks
+
+    return run_backends_benchmarks()
+
+
+SECTIONS = {
+    "engine": _engine_section,
+    "operator": _operator_section,
+    "backends": _backends_section,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

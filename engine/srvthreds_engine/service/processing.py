@@ -142,6 +142,9 @@ class Engine:
         )
         self._patterns: dict[str, Pattern] = {}
         self._next_due_ms: int | None = None
+        # Work keys of expiries a backend failure interrupted: what they committed (their
+        # outbox) is sent by the next pass, as no redelivery will bring them back.
+        self._unsent_expiries: list[str] = []
         self._thred_count_stale = False
         self.watches = ThredWatches()
         # Where reloadPattern/reloadAllPatterns read patterns from (the profile, a database).
@@ -207,12 +210,14 @@ class Engine:
 
     async def fire_due_timers(self) -> int:
         """Run the expiry transitions that fell due; returns how many ran."""
+        await self._send_unsent_expiries()
         fired = 0
         for thred_id in await self.store.due_thred_ids(self.clock.now_ms()):
             work = Work(key=f"expiry:{thred_id}:{self.clock.now_ms()}")
             try:
                 fired += await self._fire_timer(thred_id, work=work)
             except self.transient_errors:
+                self._unsent_expiries.append(work.key)
                 raise
             except Exception:
                 _log.exception("expiry of thred %s failed", thred_id)
@@ -222,12 +227,22 @@ class Engine:
         self._next_due_ms = await self.store.next_deadline_ms()
         return fired
 
+    async def _send_unsent_expiries(self) -> None:
+        """Publish the outboxes of interrupted expiries (empty if nothing was committed)."""
+        while self._unsent_expiries:
+            work = Work(key=self._unsent_expiries[0])
+            await self._publish(await self.store.outbox(work.key), work=work)
+            await self.store.clear_outbox(work.key)
+            self._unsent_expiries.pop(0)
+
     def next_timer_due_ms(self) -> int | None:
         """When the next expiry (or debounced watch push) may fall due (epoch ms).
 
         It may be early (a deadline since moved or cleared); never late for this process's
-        own commits.
+        own commits. Now (0) while interrupted expiries have messages to send.
         """
+        if self._unsent_expiries:
+            return 0
         watch_due = self.watches.due_ms()
         if watch_due is None or (self._next_due_ms is not None and self._next_due_ms < watch_due):
             return self._next_due_ms
