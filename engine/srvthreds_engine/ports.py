@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -73,8 +73,16 @@ class Persistence(Protocol):
 class Dispatcher(Protocol):
     """Hands outbound messages to the transport (queues, sockets, a list in tests)."""
 
-    async def dispatch(self, messages: Sequence[OutboundMessage]) -> None:
-        """Send the messages of one processing, in order; returns once the transport has them."""
+    async def dispatch(
+        self,
+        messages: Sequence[OutboundMessage],
+        *,
+        sessions: Mapping[str, list[Session]] | None = None,
+    ) -> None:
+        """Send the messages of one processing, in order; returns once the transport has them.
+
+        `sessions`: recipients' sessions already known (routing need not look them up).
+        """
         ...
 
 
@@ -152,6 +160,9 @@ class ThredUnit(Protocol):
 
     thred: Thred | None
     done: bool
+    # After a commit: the sessions of its messages' recipients, when the store read them in
+    # the same step (None: not read; the dispatcher looks them up).
+    recipient_sessions: dict[str, list[Session]] | None
 
     async def commit(
         self,

@@ -937,7 +937,8 @@ async def round_trip_runs(brokers: Brokers, *, results: Results) -> None:
     client = redis.asyncio.Redis.from_url(brokers.redis.url)
     trips = RoundTrips()
     clock = SystemClock()
-    store = RedisThredStore(client, clock=clock, round_trips=trips)
+    # As the node builds it (apps/node.py): the commit also reads the recipients' sessions.
+    store = RedisThredStore(client, clock=clock, round_trips=trips, read_recipient_sessions=True)
     sessions = RedisSessionStore(client, round_trips=trips)
     for declared in PROFILE_SESSIONS:
         await sessions.add_session(Session(declared["participantId"], node_id=NODE_ID))

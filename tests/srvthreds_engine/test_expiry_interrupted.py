@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 
@@ -60,7 +61,7 @@ class FlakyDispatcher:
         self.down = False
         self.sent: list[OutboundMessage] = []
 
-    async def dispatch(self, messages: Sequence[OutboundMessage]) -> None:
+    async def dispatch(self, messages: Sequence[OutboundMessage], *, sessions: Any = None) -> None:
         if self.down:
             raise BrokerDownError("broker away")
         self.sent.extend(messages)

@@ -6,7 +6,7 @@ import asyncio
 import heapq
 from bisect import bisect_left, insort
 from collections import OrderedDict, defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from srvthreds_engine.core.errors import TASK_ERROR, EngineError
@@ -28,7 +28,7 @@ NO_DATA_BACKEND = (
 )
 # Work keys whose "done" marks are kept; in one process nothing is redelivered, so the marks
 # only need to outlive the processing that made them.
-DONE_MARKS_KEPT = 10_000
+DONE_MARKS_KEPT = 256
 
 
 class LockTimeoutError(RuntimeError):
@@ -74,7 +74,16 @@ class _MemoryLock:
 class _MemoryUnit:
     """A locked, loaded thred; `commit` applies its changes to the store at once."""
 
-    __slots__ = ("_held", "_lock", "_store", "_thred_id", "_work_key", "done", "thred")
+    __slots__ = (
+        "_held",
+        "_lock",
+        "_store",
+        "_thred_id",
+        "_work_key",
+        "done",
+        "recipient_sessions",
+        "thred",
+    )
 
     def __init__(
         self, store: MemoryThredStore, *, thred_id: str, work_key: str, lock: _MemoryLock | None
@@ -86,6 +95,8 @@ class _MemoryUnit:
         self._held = False
         self.thred: Thred | None = None
         self.done = False
+        # Sessions are in another store here: the dispatcher looks them up.
+        self.recipient_sessions: dict[str, list[Session]] | None = None
 
     async def __aenter__(self) -> _MemoryUnit:
         if self._lock is None:
@@ -445,6 +456,11 @@ class ListDispatcher:
     def __init__(self) -> None:
         self.messages: list[OutboundMessage] = []
 
-    async def dispatch(self, messages: Sequence[OutboundMessage]) -> None:
+    async def dispatch(
+        self,
+        messages: Sequence[OutboundMessage],
+        *,
+        sessions: Mapping[str, list[Session]] | None = None,
+    ) -> None:
         """Record the messages."""
         self.messages.extend(messages)

@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,7 +35,7 @@ from srvthreds_engine.apps.profiles import PatternSource, Profile, ProfileError,
 from srvthreds_engine.apps.settings import EventLoopChoice, Settings, SettingsError, load_settings
 from srvthreds_engine.core.clock import SystemClock
 from srvthreds_engine.core.events import Event, OutboundMessage
-from srvthreds_engine.ports import Clock
+from srvthreds_engine.ports import Clock, Session
 from srvthreds_engine.service.processing import Engine
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,12 @@ class RecentMessages:
         self._kept: deque[dict[str, Any]] = deque(maxlen=keep)
         self._metrics = metrics
 
-    async def dispatch(self, messages: Sequence[OutboundMessage]) -> None:
+    async def dispatch(
+        self,
+        messages: Sequence[OutboundMessage],
+        *,
+        sessions: Mapping[str, list[Session]] | None = None,
+    ) -> None:
         """Log and keep the messages (there is no transport in the embedded mode)."""
         self._metrics.messages_dispatched.inc(len(messages))
         # DEBUG, not INFO: a log line per message cost more CPU than the engine's own work on it.

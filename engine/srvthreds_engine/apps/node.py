@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,7 @@ from srvthreds_engine.ports import (
     InboundEvents,
     MessagePublisher,
     Persistence,
+    Session,
     SessionStore,
     ThredStore,
 )
@@ -87,15 +88,26 @@ class QueueDispatcher:
         self._kept: list[dict[str, Any]] = []
         self._keep = keep
 
-    async def dispatch(self, messages: Sequence[OutboundMessage]) -> None:
+    async def dispatch(
+        self,
+        messages: Sequence[OutboundMessage],
+        *,
+        sessions: Mapping[str, list[Session]] | None = None,
+    ) -> None:
         """Publish every routed queue message of `messages`, confirmed, in order."""
-        wanted = participants_to_look_up(messages, is_service=self._addresses.is_service)
-        sessions = await self._sessions.sessions_of(wanted) if wanted else {}
+        known = dict(sessions or {})
+        wanted = [
+            pid
+            for pid in participants_to_look_up(messages, is_service=self._addresses.is_service)
+            if pid not in known
+        ]
+        if wanted:
+            known.update(await self._sessions.sessions_of(wanted))
         routed = [
             item
             for message in messages
             for item in route_message(
-                message, sessions=sessions, is_service=self._addresses.is_service
+                message, sessions=known, is_service=self._addresses.is_service
             )
         ]
         for dropped in await self._publisher.publish(routed):
@@ -467,7 +479,7 @@ async def _state_backend(
         parts["checks"]["redis"] = client.ping
         parts["close"].append(client.aclose)
         state = _StateBackend(
-            redis_adapter.RedisThredStore(client, clock=clock),
+            redis_adapter.RedisThredStore(client, clock=clock, read_recipient_sessions=True),
             redis_adapter.RedisSessionStore(client),
             redis_adapter.RedisPatternChanges(client),
         )

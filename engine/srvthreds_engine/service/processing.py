@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +46,7 @@ from srvthreds_engine.ports import (
     EngineObserver,
     NullObserver,
     Persistence,
+    Session,
     SessionStore,
     ThredChange,
     ThredStore,
@@ -262,12 +263,18 @@ class Engine:
         if committed:
             await self.store.clear_outbox(work.key)
 
-    async def _publish(self, messages: Sequence[OutboundMessage], *, work: Work) -> None:
+    async def _publish(
+        self,
+        messages: Sequence[OutboundMessage],
+        *,
+        work: Work,
+        sessions: Mapping[str, list[Session]] | None = None,
+    ) -> None:
         """Make the records durable, then hand the messages not sent yet to the dispatcher."""
         await self.persistence.flush()
         unsent = [message for message in messages if message.id not in work.sent]
         if unsent:
-            await self.dispatcher.dispatch(unsent)
+            await self.dispatcher.dispatch(unsent, sessions=sessions)
             work.sent.update(message.id for message in unsent)
 
     async def _push_watches(self) -> None:
@@ -663,7 +670,7 @@ class Engine:
         if sent_with is not None:
             sent_with.extend(pending.sequence)
         elif publish_here:
-            await self._publish(pending.sequence, work=work)
+            await self._publish(pending.sequence, work=work, sessions=unit.recipient_sessions)
             await unit.settle()
         if change.deadline_ms is not None and (
             self._next_due_ms is None or change.deadline_ms < self._next_due_ms

@@ -650,3 +650,25 @@ async def test_a_simple_bound_event_takes_three_round_trips(store: RedisThredSto
         )
     await store.clear_outbox("e2")
     assert counter.count == 3
+
+
+async def test_a_commit_reads_its_recipients_sessions_in_the_same_round_trip(
+    client: Redis, prefix: str, clock: VirtualClock, sessions: RedisSessionStore
+) -> None:
+    store = RedisThredStore(client, clock=clock, prefix=prefix, read_recipient_sessions=True)
+    await sessions.add_session(Session("ann", "node-a", [], "s1"))
+    await create(store, make_thred("t1"), work_key="w0")
+    async with store.unit("t1", work_key="w1") as unit:
+        before = store.round_trips.count
+        outbox = [message("m1", to=["ann", "org.wt.robot"]), message("m2", to=["ann"])]
+        assert await unit.commit([ThredChange(make_thred("t1"))], outbox=outbox, release=False)
+        assert store.round_trips.count - before == 1
+        assert unit.recipient_sessions == {
+            "ann": [Session("ann", "node-a", [], "s1")],
+            "org.wt.robot": [],
+        }
+        await unit.settle()
+    # Without messages nothing is read, and by default a store reads nothing.
+    async with store.unit("t1", work_key="w2") as unit:
+        assert await unit.commit([ThredChange(make_thred("t1"))], outbox=[])
+        assert unit.recipient_sessions is None
