@@ -27,6 +27,7 @@ from aio_pika.abc import (
 from tests.brokers.procfs import free_port
 from tests.brokers.server import tail
 from tests.localcluster.processes import start_process
+from tests.srvthreds_engine.polling import eventually
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 ENGINE_BINARY = REPO_ROOT / ".venv" / "bin" / "srvthreds-engine"
@@ -45,20 +46,6 @@ BOOM_PATTERN_ID = "boom"
 ENGINE_START_SECONDS = 60.0
 ENGINE_STOP_SECONDS = 15.0
 LOG_LINES = 80
-
-
-async def eventually(
-    probe: Callable[[], Awaitable[Any]], *, what: str, seconds: float, every: float = 0.1
-) -> Any:
-    """Poll `probe` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + seconds
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {seconds:.0f} s waiting for {what}")
-        await asyncio.sleep(every)
 
 
 # --- the profile -------------------------------------------------------------------------------

@@ -17,10 +17,10 @@ from tests.srvthreds_engine.backends.nodes import (
     connect_client,
     declare_inbox,
     engine_group,
-    eventually,
     publish_raw,
     write_profile,
 )
+from tests.srvthreds_engine.polling import eventually
 
 pytestmark = pytest.mark.backends
 

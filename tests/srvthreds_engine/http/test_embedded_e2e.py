@@ -22,6 +22,7 @@ from srvthreds_engine.apps.embedded import EmbeddedServer
 from srvthreds_engine.apps.profiles import load_profile
 from srvthreds_engine.apps.settings import Settings
 from srvthreds_engine.core.events import Event
+from tests.srvthreds_engine import polling
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEMO_PROFILE = REPO_ROOT / "engine" / "profiles" / "demo"
@@ -40,18 +41,9 @@ ALERT = {
 }
 
 
-async def eventually(
-    probe: Callable[[], Awaitable[Any]], *, what: str, seconds: float = DEADLINE_SECONDS
-) -> Any:
-    """Poll `probe` until it returns something truthy; fail naming `what` at the deadline."""
-    deadline = time.monotonic() + seconds
-    while True:
-        result = await probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {seconds} s waiting for {what}")
-        await asyncio.sleep(0.02)
+async def eventually(probe: Callable[[], Awaitable[Any]], *, what: str) -> Any:
+    """Poll `probe` until it answers, within this module's deadline."""
+    return await polling.eventually(probe, what=what, seconds=DEADLINE_SECONDS, every=0.02)
 
 
 class Api:
