@@ -38,6 +38,7 @@ from tests.bench.engine_bench import (
     cpu_pressure,
     load_average,
     machine,
+    percentile_ms,
     profile_tables,
 )
 from tests.brokers.ferretdb_server import FerretDbServer
@@ -492,10 +493,7 @@ class Measured:
         return f"{1e6 * seconds / self.events:,.0f}" if self.events else "n/a"
 
     def percentile_ms(self, fraction: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return 1000 * ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+        return percentile_ms(self.latencies, fraction)
 
     def row(self) -> str:
         relay_share = self.share_cell(self.share_of(self.relay_row))

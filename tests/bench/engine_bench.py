@@ -159,6 +159,14 @@ def title_of(event: dict[str, Any]) -> str:
 # --- figures ---------------------------------------------------------------------------------
 
 
+def percentile_ms(latencies: list[float], fraction: float) -> float:
+    """The `fraction` percentile of latencies in seconds, in ms (nan when there are none)."""
+    if not latencies:
+        return float("nan")
+    ordered = sorted(latencies)
+    return 1000 * ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
 @dataclass
 class Figures:
     """One measured run: how many events, in how long, and each event's latency."""
@@ -194,10 +202,7 @@ class Figures:
         return text
 
     def percentile_ms(self, fraction: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return 1000 * ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+        return percentile_ms(self.latencies, fraction)
 
     def row(self) -> str:
         return (
