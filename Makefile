@@ -48,7 +48,7 @@ services: ## Install Redis, RabbitMQ (Debian) and build FerretDB for the backend
 	hack/install-services.sh
 
 test-integration: $(STAMP) tools services ## Integration and backend tests against real servers
-	$(BIN)/pytest -m "integration or backends" -p no:randomly
+	$(BIN)/pytest -m "integration or backends or agents" -p no:randomly
 
 test: lint test-unit test-integration ## Everything: lint, unit and integration tests
 

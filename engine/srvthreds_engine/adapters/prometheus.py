@@ -151,3 +151,73 @@ class PrometheusObserver:
     def patterns_reloaded(self, *, op: str, result: str) -> None:
         """Count a pattern reload (system.ReloadObserver)."""
         self._metrics.pattern_reloads.labels(op=op, result=result).inc()
+
+
+class AgentMetrics:
+    """The session and persistence agents' metrics, in their own registry."""
+
+    def __init__(self, *, agent: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.agent = agent
+        self.messages_handled = Counter(
+            "srvthreds_agent_messages",
+            "Queue messages an agent handled, by result (persistence: ok, failed, "
+            "dead_lettered; session: delivered, kept, rerouted, adopted).",
+            ["agent", "result"],
+            registry=self.registry,
+        )
+        self.message_seconds = Histogram(
+            "srvthreds_agent_message_seconds",
+            "Time from a queue delivery to its settling.",
+            ["agent"],
+            buckets=PROCESSING_BUCKETS,
+            registry=self.registry,
+        )
+        self.logins = Counter(
+            "srvthreds_session_logins",
+            "Login attempts by result (ok, refused, rate_limited).",
+            ["result"],
+            registry=self.registry,
+        )
+        self.tokens_refused = Counter(
+            "srvthreds_session_tokens_refused",
+            "Access and refresh tokens refused, by where (http, socket, refresh) and reason.",
+            ["where", "reason"],
+            registry=self.registry,
+        )
+        self.sockets = Gauge(
+            "srvthreds_session_sockets",
+            "socket.io connections open on this session agent.",
+            registry=self.registry,
+        )
+        self.events_received = Counter(
+            "srvthreds_session_events",
+            "Events participants sent through this session agent (HTTP and socket.io).",
+            ["channel"],
+            registry=self.registry,
+        )
+        self.event_loop_lag_seconds = Gauge(
+            "srvthreds_event_loop_lag_seconds",
+            "Delay of the last event-loop wake-up past its deadline.",
+            registry=self.registry,
+        )
+
+    content_type = METRICS_CONTENT_TYPE
+
+    def exposition(self) -> bytes:
+        """The registry in the Prometheus text format."""
+        return generate_latest(self.registry)
+
+    def count_received(self, count: int) -> None:
+        """Count events accepted over HTTP."""
+        self.events_received.labels(channel="http").inc(count)
+
+    def set_loop_lag(self, seconds: float) -> None:
+        """The last measured event-loop lag."""
+        self.event_loop_lag_seconds.set(seconds)
+
+    def handled(self, result: str, *, seconds: float | None = None) -> None:
+        """Count one handled queue message (and how long it took)."""
+        self.messages_handled.labels(agent=self.agent, result=result).inc()
+        if seconds is not None:
+            self.message_seconds.labels(agent=self.agent).observe(seconds)

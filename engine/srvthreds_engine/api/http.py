@@ -62,7 +62,17 @@ class BatchTooLargeError(Exception):
         self.limit = limit
 
 
-class ApiBackend(Protocol):
+class Readiness(Protocol):
+    """What /ready reports: each dependency and whether it is up, and details."""
+
+    def readiness(self) -> dict[str, bool]:
+        """Each component that must be up (patterns, storage, queues...) and whether it is."""
+
+    def readiness_details(self) -> dict[str, Any]:
+        """More for /ready to show (e.g. the last pattern load and why it failed)."""
+
+
+class ApiBackend(Readiness, Protocol):
     """What the HTTP layer needs from the running engine (built by the composition root)."""
 
     async def submit(self, events: Sequence[Event]) -> None:
@@ -76,12 +86,6 @@ class ApiBackend(Protocol):
 
     async def get_thred(self, thred_id: str) -> dict[str, Any] | None:
         """The public view of one thred, or None when it is not stored."""
-
-    def readiness(self) -> dict[str, bool]:
-        """Each component that must be up (patterns, storage, queues...) and whether it is."""
-
-    def readiness_details(self) -> dict[str, Any]:
-        """More for /ready to show (e.g. the last pattern load and why it failed)."""
 
     def recent_messages(self) -> list[dict[str, Any]]:
         """The last outbound messages, oldest first (empty when not kept)."""
@@ -101,6 +105,7 @@ class EventTooDeepError(EventValidationError):
 
 
 BACKEND_KEY = web.AppKey("backend", ApiBackend)
+READINESS_KEY = web.AppKey("readiness", Readiness)
 METRICS_KEY = web.AppKey("metrics", ApiMetrics)
 LOOP_LAG_KEY = web.AppKey("loop_lag", list[float])
 
@@ -117,16 +122,29 @@ def build_http_app(
     middlewares = [_bearer_auth(api_token), _json_errors] if api_token else [_json_errors]
     app = web.Application(client_max_size=max_body_bytes, middlewares=middlewares)
     app[BACKEND_KEY] = backend
+    add_probe_routes(app, readiness=backend, metrics=metrics)
+    app.router.add_post("/events", post_events)
+    app.router.add_get("/threds", list_threds)
+    app.router.add_get("/threds/{thred_id}", get_thred)
+    app.router.add_get("/messages", list_messages)
+    return app
+
+
+def add_probe_routes(app: web.Application, *, readiness: Readiness, metrics: ApiMetrics) -> None:
+    """/health (with the event-loop lag), /ready and /metrics: what every process serves."""
+    app[READINESS_KEY] = readiness
     app[METRICS_KEY] = metrics
     app[LOOP_LAG_KEY] = [0.0]
     app.cleanup_ctx.append(_loop_lag_monitor)
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/metrics", metrics_text)
-    app.router.add_post("/events", post_events)
-    app.router.add_get("/threds", list_threds)
-    app.router.add_get("/threds/{thred_id}", get_thred)
-    app.router.add_get("/messages", list_messages)
+
+
+def build_probe_app(readiness: Readiness, *, metrics: ApiMetrics) -> web.Application:
+    """The probe endpoints alone (the agents' $PORT), JSON errors included."""
+    app = web.Application(middlewares=[_json_errors])
+    add_probe_routes(app, readiness=readiness, metrics=metrics)
     return app
 
 
@@ -249,13 +267,14 @@ async def health(request: web.Request) -> web.Response:
 
 async def ready(request: web.Request) -> web.Response:
     """200 when patterns are loaded and every backend is connected; 503 naming what is not."""
-    checks = request.app[BACKEND_KEY].readiness()
+    readiness = request.app[READINESS_KEY]
+    checks = readiness.readiness()
     not_ready = sorted(name for name, ok in checks.items() if not ok)
     body = {
         "ready": not not_ready,
         "checks": checks,
         "notReady": not_ready,
-        **request.app[BACKEND_KEY].readiness_details(),
+        **readiness.readiness_details(),
     }
     return web.json_response(body, status=503 if not_ready else 200)
 

@@ -100,6 +100,55 @@ class Settings(BaseSettings):
     shutdown_timeout_seconds: float = Field(
         default=10.0, gt=0, description="Time SIGTERM/SIGINT waits for queued events to drain."
     )
+    # --- agents (`srvthreds-engine agent session|persistence`) ---------------------------------
+    node_id: str = Field(
+        default="",
+        description="This agent's node id (§12); empty = `<NODE_ID_PREFIX><POD_INDEX + 1>` for "
+        "the session agent, `org.wt.persistence1` for the persistence agent.",
+    )
+    node_id_prefix: str = Field(
+        default="org.wt.session", description="Session agent node ids: prefix + (pod index + 1)."
+    )
+    pod_index: int = Field(
+        default=0, ge=0, description="The StatefulSet pod ordinal (the operator sets it)."
+    )
+    session_port: int = Field(
+        default=3000, ge=1, le=65535, description="Session agent client port (HTTP + socket.io)."
+    )
+    jwt_secret: SecretStr | None = Field(
+        default=None, description="Signing secret of access tokens (session agent; required)."
+    )
+    refresh_token_secret: SecretStr | None = Field(
+        default=None, description="Signing secret of refresh tokens (session agent; required)."
+    )
+    jwt_expire_time: int = Field(
+        default=3600, ge=1, description="Access token lifetime in seconds (§13)."
+    )
+    refresh_token_expire_time: int = Field(
+        default=36000, ge=1, description="Refresh token lifetime in seconds (§13)."
+    )
+    bootstrap_admin_id: str = Field(
+        default="",
+        description="A participant created with the admin role at start when it does not exist "
+        "(its password from BOOTSTRAP_ADMIN_PASSWORD), so a fresh cluster can be logged into.",
+    )
+    bootstrap_admin_password: SecretStr | None = Field(
+        default=None, description="The bootstrap admin's password (from a Secret)."
+    )
+    login_attempts_per_minute: int = Field(
+        default=10, ge=1, description="Failed logins allowed per participant id and minute."
+    )
+    data_task_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long dataControl waits for the persistence agent's answer (5200 after).",
+    )
+    mailbox_seconds: int = Field(
+        default=600,
+        ge=1,
+        description="How long a message for a participant who is not connected is kept for "
+        "their next connection (session agent).",
+    )
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -111,7 +160,13 @@ class Settings(BaseSettings):
     def _lower_format(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
 
-    @field_validator("api_token", mode="before")
+    @field_validator(
+        "api_token",
+        "jwt_secret",
+        "refresh_token_secret",
+        "bootstrap_admin_password",
+        mode="before",
+    )
     @classmethod
     def _empty_token_is_none(cls, value: object) -> object:
         return None if value == "" else value
@@ -120,6 +175,14 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value
+
+    def agent_node_id(self, *, default: str) -> str:
+        """NODE_ID when set, else `default`."""
+        return self.node_id or default
+
+    def session_node_id(self) -> str:
+        """The session agent's node id: NODE_ID, else prefix + (pod index + 1)."""
+        return self.node_id or f"{self.node_id_prefix}{self.pod_index + 1}"
 
     @property
     def in_memory(self) -> bool:

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 from collections import Counter, defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,14 +166,29 @@ class Backends:
 
 
 class EngineProcess:
-    """One `srvthreds-engine run` subprocess on a free port, its log in a file."""
+    """One `srvthreds-engine` subprocess on a free port (PORT), its log in a file.
 
-    def __init__(self, name: str, *, profile: Path, backends: Backends, log_dir: Path) -> None:
+    By default `run --profile <profile>`; `command` runs another one (e.g. `agent session`),
+    with `extra_env` on top of the backend URLs.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        profile: Path,
+        backends: Backends,
+        log_dir: Path,
+        command: Sequence[str] | None = None,
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.profile = profile
         self.backends = backends
         self.log_path = log_dir / f"{name}.log"
         self.port = 0
+        self.command = list(command) if command is not None else None
+        self.extra_env = dict(extra_env or {})
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -202,9 +217,15 @@ class EngineProcess:
             MONGODB_URL=self.backends.mongodb_url,
             LOG_FORMAT="json",
             LOG_LEVEL="INFO",
+            HOST="127.0.0.1",
+            PORT=str(self.port),
         )
-        argv = [str(ENGINE_BINARY), "run", "--profile", str(self.profile)]
-        argv += ["--host", "127.0.0.1", "--port", str(self.port)]
+        env.update(self.extra_env)
+        if self.command is None:
+            argv = [str(ENGINE_BINARY), "run", "--profile", str(self.profile)]
+            argv += ["--host", "127.0.0.1", "--port", str(self.port)]
+        else:
+            argv = [str(ENGINE_BINARY), *self.command]
         with self.log_path.open("a") as log:
             log.write(f"==== {time.strftime('%H:%M:%S')} starting {self.name} on {self.port}\n")
         self.process = start_process(
