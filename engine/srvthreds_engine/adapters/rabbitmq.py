@@ -141,6 +141,13 @@ class Topology:
         """The message queue of one session-agent replica (bound by its node id)."""
         return self.prefix + node_id + self.node_queue_suffix
 
+    def static_queue_for(self, routing_key: str) -> str | None:
+        """The §12 message queue bound by `routing_key` (e.g. `org.wt.session1`), if any."""
+        for queue, key in self.message_queues:
+            if key == routing_key:
+                return queue
+        return None
+
     def dead_letter_exchange(self, queue: str) -> str:
         """The dead-letter exchange of a consumed queue (a full, prefixed name)."""
         return queue + self.dead_letter_exchange_suffix
@@ -323,7 +330,14 @@ class RabbitBroker:
             await self._declare_node_queue(node_id, robust=robust)
 
     async def declare_node_queue(self, node_id: str) -> str:
-        """Declare (and keep restoring) the message queue of a session-agent replica."""
+        """Declare (and keep restoring) the message queue of a session-agent replica.
+
+        A node id that is the binding key of a §12 queue (`org.wt.session1`) gets that queue:
+        a second queue on the same key would receive a copy of every message.
+        """
+        static = self.topology.static_queue_for(node_id)
+        if static is not None:
+            return static
         name = await self._declare_node_queue(node_id, robust=True)
         if node_id not in self._node_ids:
             self._node_ids.append(node_id)
